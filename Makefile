@@ -1,0 +1,40 @@
+# Two commands for a fresh machine (see README): `make study` and `make test`.
+# Both create (or reuse) the virtual environment in $(VENV) first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup study test test-fast notebooks macs bench clean-runs
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+## The study's main job: the default study on the offline digits dataset (CPU, ~10 min).
+study: setup
+	$(PY) -m saol_core.study params/default.yaml
+
+## The whole test suite: unit tests, notebook smoke runs, nbval regression of committed notebooks.
+test: setup
+	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --nbval --sanitize-with .nbval_sanitize.cfg notebooks
+
+## Unit tests only (quick loop while developing).
+test-fast: setup
+	$(PY) -m pytest -q tests -m "not slow"
+
+## Re-execute every committed notebook with its smoke parameters (refreshes the nbval outputs).
+notebooks: setup
+	$(PY) -m saol_core.study --refresh-notebooks
+
+macs: setup
+	$(PY) -m saol_core.macs --out reports/costs.md
+
+bench: setup
+	$(PY) -m saol_core.bench --out reports/BENCHMARKS.md

@@ -1,0 +1,81 @@
+"""Backbone registry: ``build_backbone(name)`` -> a ``Backbone`` returning one feature map per stage.
+
+Names (``available_backbones()`` lists the fixed ones):
+  CIFAR       resnet20/32/44/56/110 (He et al., option-A shortcuts), wrn<depth>_<k> (e.g. wrn40_2,
+              wrn28_10), densenet_bc<depth>[_<k>] (densenet_bc100: k=12), pyramidnet<depth>_<alpha>
+              (bottleneck, e.g. pyramidnet200_240; ``shakedrop`` > 0 adds ShakeDrop)
+  ImageNet    resnet50/101/152/200, resnext101_32x4d (torchvision-built, taps layer1..layer4)
+  adapters    tv:<torchvision classification model>, timm:<timm model> (needs ``pip install timm``)
+CIFAR nets tap their three stages at strides 1/2/4 (native output stride 4), ImageNet nets at
+strides 4/8/16/32. ``output_stride`` = native / 2 removes the last stage's stride.
+"""
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+from saol_core.config import ConfigError
+
+from .adapters import TimmAdapter, TorchvisionAdapter
+from .base import Backbone, last_stage_stride, load_pretrained
+from .cifar_resnet import CifarResNet
+from .densenet import DenseNetBC
+from .imagenet import CONFIGS as IMAGENET_CONFIGS
+from .imagenet import TorchvisionResNet
+from .pyramidnet import PyramidNet
+from .shakedrop import ShakeDrop
+from .wrn import WideResNet
+
+__all__ = ["Backbone", "ShakeDrop", "available_backbones", "build_backbone", "load_pretrained"]
+
+_CIFAR_RESNET_DEPTHS = (20, 32, 44, 56, 110)
+_PATTERN_FORMS = ["wrn<depth>_<k>", "densenet_bc<depth>[_<k>]", "pyramidnet<depth>_<alpha>",
+                  "tv:<torchvision model>", "timm:<timm model>"]
+
+
+def available_backbones() -> list[str]:
+    """The fixed registry names; ``wrn``/``densenet_bc``/``pyramidnet`` also take other depths/widths,
+    and ``tv:``/``timm:`` any model of those libraries."""
+    return ([f"resnet{d}" for d in _CIFAR_RESNET_DEPTHS] + ["wrn16_4", "wrn40_2", "wrn28_10", "densenet_bc100",
+            "pyramidnet200_240"] + list(IMAGENET_CONFIGS))
+
+
+def _factory(name: str) -> tuple[Callable[..., Backbone], int, bool]:
+    """(constructor taking (in_channels, last_stride, shakedrop), native output stride, uses shakedrop)."""
+    if name in IMAGENET_CONFIGS:
+        return (lambda c, s, p: TorchvisionResNet(name, c, dilate_last=s == 1)), 32, False
+    if (m := re.fullmatch(r"resnet(\d+)", name)) and int(m[1]) in _CIFAR_RESNET_DEPTHS:
+        return (lambda c, s, p: CifarResNet(int(m[1]), c, s)), 4, False
+    if m := re.fullmatch(r"wrn(\d+)_(\d+)", name):
+        return (lambda c, s, p: WideResNet(int(m[1]), int(m[2]), c, last_stride=s)), 4, False
+    if m := re.fullmatch(r"densenet_bc(\d+)(?:_(\d+))?", name):
+        return (lambda c, s, p: DenseNetBC(int(m[1]), int(m[2] or 12), c, last_stride=s)), 4, False
+    if m := re.fullmatch(r"pyramidnet(\d+)_(\d+)", name):
+        return (lambda c, s, p: PyramidNet(int(m[1]), int(m[2]), c, shakedrop=p, last_stride=s)), 4, True
+    raise ConfigError(f"unknown backbone {name!r}; choose one of {available_backbones()} "
+                      f"or the forms {_PATTERN_FORMS}")
+
+
+def build_backbone(name: str, *, in_channels: int = 3, output_stride: int | None = None,
+                   shakedrop: float = 0.0, pretrained: str | None = None) -> Backbone:
+    """Build backbone ``name`` with the papers' init; ``pretrained`` = a local state-dict file.
+
+    ``shakedrop``: ShakeDrop probability of the last block (PyramidNet only; paper: 0.5).
+    Raises ConfigError for unknown names or unsupported settings.
+    """
+    if not 0.0 <= shakedrop < 1.0:
+        raise ConfigError(f"shakedrop={shakedrop} must be in [0, 1)")
+    prefix, _, rest = name.partition(":")
+    if rest and prefix in ("tv", "timm"):
+        if shakedrop:
+            raise ConfigError(f"shakedrop is only available for pyramidnet backbones, not {name!r}")
+        adapter = TorchvisionAdapter if prefix == "tv" else TimmAdapter
+        backbone = adapter(rest, in_channels=in_channels, output_stride=output_stride)
+    else:
+        make, native, takes_shakedrop = _factory(name)
+        if shakedrop and not takes_shakedrop:
+            raise ConfigError(f"shakedrop is only available for pyramidnet backbones, not {name!r}")
+        backbone = make(in_channels, last_stage_stride(name, output_stride, native), shakedrop)
+    if pretrained:
+        load_pretrained(backbone, pretrained)
+    return backbone

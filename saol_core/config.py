@@ -1,0 +1,288 @@
+"""Typed experiment config: a params YAML file + ``key=value`` overrides -> validated dataclasses.
+
+Every run saves the resolved config (``ExperimentConfig.to_dict()``) in its run folder, so a run can
+be repeated from its folder alone. Errors name the offending key and list the valid choices.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, get_args, get_origin
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A params file or override that cannot be turned into a valid config."""
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "resnet20"
+    """Registry name (``python -m saol_core.macs --list``), ``tv:<torchvision name>`` or ``timm:<name>``."""
+    heads: Literal["gap", "saol", "saol+gap"] = "saol+gap"
+    """Output layers: the GAP-FC baseline, SAOL alone, or both (SAOL + self-distilled GAP-FC)."""
+    taps: Optional[list[int]] = None
+    """Backbone stages (0-based) feeding the spatial logits; None = every stage (paper default)."""
+    head_channels: int = 64
+    """C_mid of the SAOL (and mask) head convs."""
+    output_size: Optional[int] = None
+    """SAOL output resolution Ho=Wo; None = resolution of the last tap."""
+    separable: bool = False
+    """Depthwise-separable head convs (the paper's ImageNet variant)."""
+    mask_head: bool = False
+    """Carry the SS1 mask head (needed for L_SS1)."""
+    output_stride: Optional[int] = None
+    """Backbone total stride; None = native. Halving it (e.g. 32 -> 16) removes the last stage's stride."""
+    pretrained: Optional[str] = None
+    """Local file of backbone weights (no downloads); loaded non-strictly into the backbone."""
+    shakedrop: float = 0.0
+    """Final ShakeDrop drop probability (PyramidNet only; paper: 0.5)."""
+
+
+@dataclass
+class DataConfig:
+    dataset: Literal["digits", "cifar10", "cifar100", "folder", "cub", "imagenet", "wsol"] = "digits"
+    root: Optional[str] = None
+    """Dataset location (a folder or a .tar.gz for ``folder``); None = the offline ``digits`` set."""
+    download: bool = False
+    image_size: int = 32
+    """Train/eval input side. Digits: canvas side; folder/CUB/ImageNet: crop side."""
+    train_size: int = 5000
+    """Digits only: number of training canvases."""
+    test_size: int = 1000
+    """Digits only: number of test canvases."""
+    seed: int = 0
+    """Digits only: seed of the generated canvases, independent of the run seed so that every seed of
+    a study trains and tests on the same images (the run seed still drives shuffling and augmentation)."""
+    clutter: int = 4
+    """Digits only: number of distractor fragments per canvas."""
+    digit_scale: list[float] = field(default_factory=lambda: [0.3, 0.5])
+    """Digits only: digit side as a fraction of the canvas side, (min, max)."""
+    augment: bool = True
+    """Random crop (+padding) and flip for small images; RandomResizedCrop etc. for large ones."""
+    workers: int = 2
+    """DataLoader workers for large images."""
+    device_resident: Optional[bool] = None
+    """Keep the whole set on the device as uint8; None = yes for images <= 64 px."""
+    cache_dir: str = ".cache/saol"
+    """Where archives are unpacked once."""
+
+
+@dataclass
+class LossConfig:
+    cutmix_prob: float = 0.0
+    cutmix_beta: float = 1.0
+    w_sl: float = 1.0
+    w_ss1: float = 0.0
+    w_ss2: float = 0.0
+    w_sd: float = 1.0
+    """Weight of the GAP-FC head's loss next to SAOL (heads=saol+gap only; a GAP-only model uses w_sl)."""
+    sd_beta: float = 0.5
+    """beta of L_SD = KL(y_SAOL || y_GAP) + beta * CE(y_GAP, y)."""
+    gap_loss: Literal["sd", "ce"] = "sd"
+    """How the GAP-FC head is trained next to SAOL: L_SD (paper) or plain CE (Table 6 ablation)."""
+    ss2_teacher_bn: Literal["train", "eval"] = "eval"
+    """BN mode of the no-grad clean forward that gives SS2's teacher: batch stats or running stats."""
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 0.1
+    """Learning rate at the reference batch size below (scaled linearly with the global batch)."""
+    lr_ref_batch: Optional[int] = None
+    """Batch size the lr refers to; None = the configured batch size (no scaling)."""
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: Literal["cosine", "multistep", "constant"] = "cosine"
+    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])
+    """Multistep: epochs (>= 1) or fractions of the run (< 1)."""
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0
+    grad_clip: Optional[float] = None
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 64
+    eval_every: int = 1
+    device: str = "auto"
+    """``auto`` (cuda if available), ``cpu``, ``cuda``, ``cuda:1`` ..."""
+    amp: Literal["auto", "bf16", "off"] = "auto"
+    """bf16 autocast; ``auto`` = bf16 on GPU, fp32 on CPU."""
+    channels_last: Optional[bool] = None
+    """None = on for GPU."""
+    compile: bool = False
+    deterministic: bool = True
+    """Deterministic kernels (exact resume on CPU); turn off for speed on GPU."""
+    threads: Optional[int] = None
+    """CPU threads (torch.set_num_threads); None = torch default."""
+    max_steps: Optional[int] = None
+    """Stop each epoch after this many steps (smoke runs)."""
+    eval_batches: Optional[int] = None
+    """Evaluate on at most this many test batches (smoke runs)."""
+    init_from: Optional[str] = None
+    """Start from the weights of a trained run (run folder, or a checkpoint.pt / best.pt), e.g. to
+    fine-tune with a larger head resolution (model.output_stride) as the paper's WSOL experiment did."""
+    checkpoint_every: int = 1
+    keep_checkpoints: bool = True
+    progress: bool = True
+    """tqdm bars; off for quiet batch runs."""
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "default"
+    seed: int = 0
+    out_dir: str = "runs"
+    """Run folders go to ``<out_dir>/<name>``."""
+    source: str = ""
+    """Where the recipe comes from (paper section / table, settings it follows)."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+    def validate(self) -> "ExperimentConfig":
+        checks = [
+            (0 <= self.loss.cutmix_prob <= 1, "loss.cutmix_prob must be in [0, 1]"),
+            (self.loss.cutmix_beta > 0, "loss.cutmix_beta must be > 0"),
+            (self.train.epochs >= 1, "train.epochs must be >= 1"),
+            (self.train.batch_size >= 1, "train.batch_size must be >= 1"),
+            (self.optim.lr > 0, "optim.lr must be > 0"),
+            (self.model.head_channels >= 1, "model.head_channels must be >= 1"),
+            (0 <= self.model.shakedrop < 1, "model.shakedrop must be in [0, 1)"),
+            (self.loss.w_ss1 == 0 or self.model.mask_head,
+             "loss.w_ss1 > 0 needs model.mask_head=true (the SS1 head)"),
+            (self.loss.w_ss2 == 0 or "saol" in self.model.heads,
+             "loss.w_ss2 > 0 needs a SAOL head (model.heads=saol or saol+gap)"),
+            (self.data.root is not None or self.data.dataset == "digits" or self.data.download,
+             f"data.dataset={self.data.dataset} needs data.root=<path> (or data.download=true)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        return self
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against annotation ``tp`` (int accepted for float); raise ConfigError."""
+    origin, args = get_origin(tp), get_args(tp)
+    if tp is Any:
+        return value
+    if origin is typing.Union:
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0])
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}={value!r} is not valid; choose one of {list(args)}")
+        return value
+    if origin is list:
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list, got {type(value).__name__} {value!r}")
+        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)] if args else value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"{key} must be {tp.__name__}, got bool {value!r}")
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise ConfigError(f"{key} must be {_type_name(tp)}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _build(cls: type, values: dict, prefix: str = "") -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {[prefix + k for k in unknown]}; valid keys under "
+                          f"{prefix.rstrip('.') or 'the top level'}: {sorted(fields)}")
+    kwargs = {}
+    for name, value in values.items():
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(value, tp, prefix + name)
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for p in parents:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"cannot set {dotted}: {p} is not a section")
+    node[leaf] = value
+
+
+def parse_overrides(overrides: list[str]) -> dict:
+    """``["model.backbone=wrn40_2", "train.epochs=3"]`` -> nested dict (values parsed as YAML)."""
+    tree: dict = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        key, raw = item.split("=", 1)
+        _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+    return tree
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_params(path: str | Path | None) -> dict:
+    """Read a params YAML file; ``extends: other.yaml`` (relative path) merges a base file first."""
+    if path is None:
+        return {}
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params file {path} does not exist (see params/ for the experiments)")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"params file {path} is not valid YAML: {e}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"params file {path} must hold a mapping of sections")
+    base = tree.pop("extends", None)
+    return _merge(load_params(path.parent / base), tree) if base else tree
+
+
+def make_config(params: str | Path | dict | None = None, overrides: list[str] | dict | None = None,
+                ) -> ExperimentConfig:
+    """Build a validated config from a params file (or dict) plus overrides (list or nested dict)."""
+    tree = load_params(params) if not isinstance(params, dict) else dict(params)
+    tree = {k: v for k, v in tree.items() if k != "study"}  # study grids are read by saol_core.study
+    if overrides:
+        tree = _merge(tree, overrides if isinstance(overrides, dict) else parse_overrides(overrides))
+    return _build(ExperimentConfig, tree).validate()

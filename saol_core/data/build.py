@@ -1,0 +1,143 @@
+"""build_data: DataConfig -> DataBundle (train/test loaders, classes, normalization, test boxes).
+
+Which loader:
+* small images (digits, CIFAR, folders of <= 64 px images, or ``data.device_resident=true``): the
+  whole split lives on the device as uint8 (DeviceLoader); train aug = random crop with zero padding
+  S//8 + horizontal flip (no flip for digits: a mirrored digit is not a digit). File datasets are
+  decoded once, resized directly to S x S if needed, and cached as .npy under ``data.cache_dir``.
+* large images (cub, imagenet, wsol, big folders): DataLoader workers (StreamLoader); train aug =
+  RandomResizedCrop(S) + flip (+ ColorJitter 0.4 and PCA lighting 0.1 for imagenet); eval geometry =
+  direct resize to S x S for the localization datasets cub/wsol (wsolevaluation's protocol, boxes
+  scaled with the image), resize to S/0.875 + center crop S for imagenet/folder (the paper's ImageNet
+  eval; boxes scaled, shifted and clipped).
+Normalization: CutMix's CIFAR constants; ImageNet constants for streamed sets; otherwise the exact
+per-channel mean/std of the (resident, decoded) train split.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import ConfigError, DataConfig
+from .common import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, DataBundle, DatasetError, channel_stats
+from .digits import CLASS_NAMES as DIGIT_NAMES
+from .digits import make_digits
+from .files import decoded_cached, image_size_of, is_archive, unpack_once
+from .layouts import LAYOUTS, FileSplit, Layout, read_cub, read_folder, read_imagenet, read_wsol, require
+from .resident import DeviceLoader
+from .stream import EvalTransform, StreamLoader, TrainTransform
+
+READERS = {"folder": read_folder, "cub": read_cub, "wsol": read_wsol, "imagenet": read_imagenet}
+EVAL_MODE = {"folder": "center", "imagenet": "center", "cub": "direct", "wsol": "direct"}
+SMALL_IMAGE = 64  # images with both sides <= this are device-resident by default
+
+
+def build_data(cfg: DataConfig, *, seed: int, batch_size: int, device: torch.device | str = "cpu",
+               rank: int = 0, world_size: int = 1, eval_batch_size: int | None = None) -> DataBundle:
+    """Build the train/test loaders of ``cfg.dataset``; see the module docstring for the choices made.
+
+    ``batch_size`` is per rank; train loaders of all ranks share ``seed`` (same global order, disjoint
+    strided shards). Raises DatasetError for missing/empty/corrupt data.
+    """
+    common = dict(seed=seed, batch_size=batch_size, device=torch.device(device), rank=rank,
+                  world_size=world_size, eval_batch_size=eval_batch_size or batch_size)
+    if cfg.dataset == "digits":
+        return _digits(cfg, **common)
+    if cfg.dataset in ("cifar10", "cifar100"):
+        return _cifar(cfg, **common)
+    if cfg.dataset not in READERS:
+        raise ConfigError(f"data.dataset={cfg.dataset!r} is not valid; choose one of "
+                          f"{['digits', 'cifar10', 'cifar100', *READERS]}")
+    return _files(cfg, **common)
+
+
+def _resident_bundle(cfg: DataConfig, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
+                     class_names: list[str], mean, std, test_boxes, *, flip: bool = True, seed, batch_size,
+                     device, rank, world_size, eval_batch_size) -> DataBundle:
+    """Device loaders over (images (N,H,W,C) uint8, labels (N,)) arrays of both splits."""
+    pad = cfg.image_size // 8 if cfg.augment else 0
+    shared = dict(mean=mean, std=std, seed=seed, device=device, rank=rank, world_size=world_size)
+    train_loader = DeviceLoader(torch.from_numpy(train[0]), torch.from_numpy(train[1]), batch_size=batch_size,
+                                train=True, pad=pad, flip=flip and cfg.augment, **shared)
+    test_loader = DeviceLoader(torch.from_numpy(test[0]), torch.from_numpy(test[1]), batch_size=eval_batch_size,
+                               train=False, **shared)
+    _check_batches(train_loader, batch_size, world_size)
+    return DataBundle(train_loader, test_loader, len(class_names), class_names, cfg.image_size,
+                      tuple(mean), tuple(std), test_boxes)
+
+
+def _check_batches(loader, batch_size: int, world_size: int) -> None:
+    if len(loader) == 0:
+        raise ConfigError(f"train.batch_size={batch_size} x world size {world_size} exceeds the {loader.size} "
+                          f"training images: no full batch per epoch; lower the batch size")
+
+
+def _digits(cfg: DataConfig, **common) -> DataBundle:
+    kwargs = dict(seed=cfg.seed, image_size=cfg.image_size, clutter=cfg.clutter,
+                  digit_scale=tuple(cfg.digit_scale))
+    train = make_digits(cfg.train_size, split="train", **kwargs)
+    test = make_digits(cfg.test_size, split="test", **kwargs)
+    mean, std = channel_stats(train.images)
+    return _resident_bundle(cfg, (train.images, train.labels), (test.images, test.labels), DIGIT_NAMES,
+                            mean, std, [b[None] for b in test.boxes], flip=False, **common)
+
+
+def _cifar(cfg: DataConfig, **common) -> DataBundle:
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    cls, folder = (CIFAR10, "cifar-10-batches-py") if cfg.dataset == "cifar10" else (CIFAR100, "cifar-100-python")
+    root = Path(cfg.root).expanduser() if cfg.root else Path(cfg.cache_dir) / "torchvision"
+    try:
+        splits = [cls(str(root), train=t, download=cfg.download) for t in (True, False)]
+    except (RuntimeError, OSError) as e:
+        raise DatasetError(f"{cfg.dataset} not found or unreadable under {root} ({e}); expected torchvision's "
+                           f"{root / folder}/. Pass data.root=<folder holding {folder}> or data.download=true") from None
+    train, test = ((ds.data, np.asarray(ds.targets, np.int64)) for ds in splits)
+    return _resident_bundle(cfg, train, test, list(splits[0].classes), CIFAR_MEAN, CIFAR_STD, None, **common)
+
+
+def _original_sizes(split: FileSplit) -> np.ndarray:
+    """(N,2) (width, height) from the layout's metadata, else from the file headers."""
+    if split.sizes is not None:
+        return split.sizes
+    with ThreadPoolExecutor(8) as pool:
+        return np.array(list(pool.map(image_size_of, split.paths)), np.int64).reshape(-1, 2)
+
+
+def _files(cfg: DataConfig, **common) -> DataBundle:
+    if cfg.root is None:
+        raise DatasetError(f"data.dataset={cfg.dataset} needs data.root=<dataset folder or .tar.gz>")
+    root = require(Path(cfg.root).expanduser(), f"{LAYOUTS[cfg.dataset]} (or a .tar.gz of that folder)")
+    cache_dir = Path(cfg.cache_dir).expanduser()
+    if is_archive(root):
+        root = unpack_once(root, cache_dir)
+    layout: Layout = READERS[cfg.dataset](root)
+    S = cfg.image_size
+    resident = cfg.device_resident
+    if resident is None:
+        resident = max(image_size_of(layout.train.paths[0])) <= SMALL_IMAGE
+    eval_geometry = EvalTransform(S, "direct" if resident else EVAL_MODE[cfg.dataset])
+    boxes = None
+    if layout.test.boxes is not None:
+        sizes = _original_sizes(layout.test)
+        boxes = [eval_geometry.map_boxes(b, int(w), int(h)) for b, (w, h) in zip(layout.test.boxes, sizes)]
+
+    if resident:
+        tag = f"{cfg.dataset}-{root.name}"
+        train = decoded_cached(layout.train.paths, S, cache_dir, f"{tag}-train")
+        test = decoded_cached(layout.test.paths, S, cache_dir, f"{tag}-test")
+        mean, std = channel_stats(train)
+        return _resident_bundle(cfg, (train, layout.train.labels), (test, layout.test.labels), layout.class_names,
+                                mean, std, boxes, **common)
+
+    shared = dict(mean=IMAGENET_MEAN, std=IMAGENET_STD, seed=common["seed"], device=common["device"],
+                  rank=common["rank"], world_size=common["world_size"], workers=cfg.workers)
+    train_tf = TrainTransform(S, jitter=cfg.dataset == "imagenet") if cfg.augment else eval_geometry
+    train_loader = StreamLoader(layout.train, train_tf, batch_size=common["batch_size"], train=True, **shared)
+    test_loader = StreamLoader(layout.test, eval_geometry, batch_size=common["eval_batch_size"], train=False, **shared)
+    _check_batches(train_loader, common["batch_size"], common["world_size"])
+    return DataBundle(train_loader, test_loader, len(layout.class_names), layout.class_names, S,
+                      IMAGENET_MEAN, IMAGENET_STD, boxes)

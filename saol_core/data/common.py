@@ -1,0 +1,129 @@
+"""Shared pieces of the data package: the DataBundle / Loader contract, seeding, DDP sharding, normalization.
+
+Every loader yields ``(images, labels, indices)``: images float32 (B,C,H,W) normalized on the loader's
+device, labels int64 (B,), indices int64 (B,) into the split's dataset. All randomness of an epoch comes
+from a generator seeded by ``(seed, epoch)``, so epoch ``e`` is the same whether or not epochs ``0..e-1``
+ran before it (exact resume), and whatever the world size or worker count.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+# CutMix / PyramidNet code (which the paper builds on) uses these for CIFAR-10 and CIFAR-100 alike.
+CIFAR_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
+CIFAR_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class DatasetError(RuntimeError):
+    """Missing, empty, corrupt or wrongly laid out data; the message names the path and the expected layout."""
+
+
+def make_generator(seed: int, *keys: int) -> torch.Generator:
+    """CPU generator seeded from ``(seed, *keys)`` via SeedSequence, so nearby seeds give unrelated streams."""
+    entropy = [int(k) & (2**64 - 1) for k in (seed, *keys)]
+    state = np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+def rank_positions(n: int, batch_size: int, rank: int, world_size: int, drop_last: bool) -> Tensor:
+    """Positions (into an epoch's global order of ``n`` items) that ``rank`` visits, in order.
+
+    Strided sharding (``rank::world_size``): global batch b of a W-rank run is the single-process batch
+    of size B*W. With ``drop_last`` every rank gets the same number of full batches (DDP steps must agree);
+    without it the shards are disjoint and cover all ``n`` items (sizes differ by at most one).
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank={rank} must be in [0, world_size={world_size})")
+    positions = torch.arange(rank, n, world_size)
+    if drop_last:
+        positions = positions[: (n // world_size) // batch_size * batch_size]
+    return positions
+
+
+def num_batches(n: int, batch_size: int, rank: int, world_size: int, drop_last: bool) -> int:
+    shard = len(range(rank, n, world_size))
+    return (n // world_size) // batch_size if drop_last else math.ceil(shard / batch_size)
+
+
+class Normalizer:
+    """uint8 (B,C,H,W) on the device -> float32 ``(x/255 [+ offset] - mean) / std`` in one fused pass."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], device: torch.device):
+        mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.scale = (1.0 / (255.0 * std_t)).to(device)
+        self.shift = (-mean_t / std_t).to(device)
+        self.inv_std = (1.0 / std_t).to(device)
+
+    def __call__(self, x: Tensor, offset: Tensor | None = None) -> Tensor:
+        """x: (B,C,H,W) uint8; offset: (B,C) float added in [0,1] units (PCA lighting) or None."""
+        out = x.to(torch.float32).mul_(self.scale)
+        shift = self.shift if offset is None else self.shift + offset[:, :, None, None] * self.inv_std
+        return out.add_(shift)
+
+
+def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Exact per-channel mean/std in [0,1] units of uint8 images (N,H,W,C), via 256-bin histograms."""
+    levels = np.arange(256, dtype=np.float64) / 255.0
+    means, stds = [], []
+    for c in range(images.shape[-1]):
+        counts = np.bincount(images[..., c].ravel(), minlength=256).astype(np.float64)
+        mean = counts @ levels / counts.sum()
+        means.append(float(mean))
+        stds.append(float(np.sqrt(counts @ (levels - mean) ** 2 / counts.sum())))
+    return tuple(means), tuple(stds)
+
+
+class Loader:
+    """One split's batches (base class of DeviceLoader and StreamLoader).
+
+    Attributes: ``size`` images in the split (all ranks); ``labels`` (size,) int64 CPU by dataset index;
+    ``batch_size``; ``train`` (shuffled, augmented, drops the last partial batch); ``device``.
+    """
+
+    size: int
+    labels: Tensor
+    batch_size: int
+    train: bool
+    device: torch.device
+    rank: int
+    world_size: int
+
+    def __len__(self) -> int:
+        """Batches per epoch on this rank."""
+        return num_batches(self.size, self.batch_size, self.rank, self.world_size, self.train)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        raise NotImplementedError
+
+    def _order(self, generator: torch.Generator) -> Tensor:
+        """The epoch's global order of dataset indices (drawn first from ``generator``)."""
+        return torch.randperm(self.size, generator=generator) if self.train else torch.arange(self.size)
+
+
+@dataclass
+class DataBundle:
+    train: Loader
+    test: Loader
+    num_classes: int
+    class_names: list[str]
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    test_boxes: list[np.ndarray] | None
+    """Per test index: (n,4) float32 xyxy inclusive-corner boxes in the evaluated image's pixels."""
+
+    def denormalize(self, images: Tensor) -> Tensor:
+        """(B,C,H,W) or (C,H,W) normalized images -> [0,1] (clamped) for plotting."""
+        shape = (-1, 1, 1)
+        mean = torch.tensor(self.mean, dtype=images.dtype, device=images.device).view(shape)
+        std = torch.tensor(self.std, dtype=images.dtype, device=images.device).view(shape)
+        return (images * std + mean).clamp(0.0, 1.0)

@@ -1,0 +1,167 @@
+"""Run folders: resolved config, environment record, metrics log and atomic checkpoints.
+
+A run folder is the unit of reproducibility: `config.yaml` + `environment.json` say how a result was
+made; `metrics.jsonl` and `summary.json` say what it was. Files are replaced atomically (temp file +
+fsync + rename) so a run killed at any moment, or a full disk, never leaves a torn checkpoint or report.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import yaml
+
+from .config import ExperimentConfig
+
+
+class RunWriteError(OSError):
+    """Writing a run file failed (e.g. disk full); the previous version of the file is intact."""
+
+
+def _atomic(path: Path, write: Callable[[Any], None], mode: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise RunWriteError(e.errno, f"could not write {path} ({e.strerror or e}); the previous "
+                                f"version is intact. Free disk space or choose another out_dir.") from e
+        raise
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """torch.save to a temp file in the same folder, then rename over ``path``."""
+    _atomic(Path(path), lambda f: torch.save(obj, f), "wb")
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    _atomic(Path(path), lambda f: f.write(text), "w")
+
+
+def _git_sha() -> str:
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (sha + ("-dirty" if dirty else "")) if sha else "unknown"
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def hardware_record(device: torch.device | str | None = None) -> dict:
+    """What the numbers were measured on: CPU, thread count, GPU name if any."""
+    rec = {"cpu": _cpu_name(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        rec["gpu"] = torch.cuda.get_device_name(device if device is not None and
+                                                torch.device(device).type == "cuda" else None)
+        rec["gpu_count"] = torch.cuda.device_count()
+    return rec
+
+
+def environment_record(device: torch.device | str | None = None) -> dict:
+    """Git SHA, package versions, hardware and command line of this process."""
+    import numpy
+    import torchvision
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "git_sha": _git_sha(),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__,
+                     "numpy": numpy.__version__, "cuda": torch.version.cuda},
+        "hardware": hardware_record(device),
+        "device": str(device) if device is not None else None,
+    }
+
+
+class RunFolder:
+    """``<out_dir>/<name>/``: config.yaml, environment.json, metrics.jsonl, checkpoint.pt, best.pt,
+    summary.json."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.config = self.path / "config.yaml"
+        self.environment = self.path / "environment.json"
+        self.metrics = self.path / "metrics.jsonl"
+        self.checkpoint = self.path / "checkpoint.pt"
+        self.best = self.path / "best.pt"
+        self.summary = self.path / "summary.json"
+
+    def start(self, cfg: ExperimentConfig, device: torch.device | str, resume: bool) -> None:
+        """Create the folder, or check that an existing one holds the same experiment."""
+        if self.config.exists() and resume:
+            old = yaml.safe_load(self.config.read_text())
+            new = _comparable(cfg.to_dict())
+            if _comparable(old) != new:
+                changed = sorted(k for k in set(_flat(old)) | set(_flat(new))
+                                 if _flat(old).get(k) != _flat(new).get(k))
+                raise ValueError(f"run folder {self.path} holds a different experiment (changed: "
+                                 f"{changed}); pick another name=..., or pass --no-resume to restart it")
+        elif not resume:
+            for f in (self.checkpoint, self.best, self.metrics, self.summary):
+                f.unlink(missing_ok=True)
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.config, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        atomic_write_text(self.environment, json.dumps(environment_record(device), indent=2))
+
+    def read_metrics(self) -> list[dict]:
+        if not self.metrics.exists():
+            return []
+        return [json.loads(line) for line in self.metrics.read_text().splitlines() if line.strip()]
+
+    def truncate_metrics(self, before_epoch: int) -> None:
+        """Drop lines of epochs >= before_epoch (written after the checkpoint a resume starts from)."""
+        kept = [m for m in self.read_metrics() if m["epoch"] < before_epoch]
+        atomic_write_text(self.metrics, "".join(json.dumps(m) + "\n" for m in kept))
+
+    def append_metrics(self, row: dict) -> None:
+        atomic_write_text(self.metrics, "".join(json.dumps(m) + "\n" for m in [*self.read_metrics(), row]))
+
+    def write_summary(self, summary: dict) -> None:
+        atomic_write_text(self.summary, json.dumps(summary, indent=2))
+
+    def read_summary(self) -> dict | None:
+        return json.loads(self.summary.read_text()) if self.summary.exists() else None
+
+
+# Settings that change how a run is executed or displayed, not what it computes.
+_EXECUTION_KEYS = {"progress", "threads", "workers", "device", "eval_batches", "cache_dir", "root",
+                   "out_dir", "download"}
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in tree.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+    return out
+
+
+def _comparable(tree: dict) -> dict:
+    return {k: v for k, v in _flat(tree).items() if k.rsplit(".", 1)[-1] not in _EXECUTION_KEYS}

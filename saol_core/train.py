@@ -1,0 +1,290 @@
+"""The training loop: CutMix -> forward -> SAOL losses -> SGD step, with evaluation, run folders and
+exact resume. One entry point for one CPU, one GPU or many GPUs (torchrun + DistributedDataParallel):
+
+    python -m saol_core.train params/default.yaml train.epochs=3 model.backbone=wrn40_2
+    torchrun --nproc_per_node 8 -m saol_core.train params/table1_wrn40_2.yaml
+
+GPU-first: data stay on the device, losses are accumulated on the device and read back only every
+``CHECK_EVERY`` steps (finite check + progress bar), never with a per-step ``.item()``.
+Determinism: every random stream is re-seeded from (seed, epoch, rank) at the start of each epoch, so
+a run resumed from an epoch checkpoint replays exactly what an uninterrupted run would have done.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import yaml
+from tqdm.auto import tqdm
+
+from .config import ConfigError, ExperimentConfig, OptimConfig, make_config
+from .cutmix import cutmix
+from .data import build_data
+from .evaluate import evaluate
+from .losses import compute_losses, ss2_teacher
+from .model import SAOLModel, build_model
+from .runs import RunFolder, atomic_save, hardware_record
+
+CHECK_EVERY = 50  # steps between host reads of the running loss (finite check, progress bar)
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss or the weights became NaN/inf; the last good checkpoint is left untouched."""
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={name} but no CUDA device is visible; use train.device=cpu")
+    return device
+
+
+def _distributed() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank); initializes the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, 0
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend)
+    return dist.get_rank(), world, local_rank
+
+
+def lr_factor(step: int, total_steps: int, steps_per_epoch: int, cfg: OptimConfig) -> float:
+    """Multiplier of the base lr at optimizer step ``step`` (0-based): linear warm-up, then the schedule."""
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    if step < warmup:
+        return (step + 1) / warmup
+    if cfg.schedule == "cosine":
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    if cfg.schedule == "multistep":
+        bounds = [m * total_steps if m < 1 else m * steps_per_epoch for m in cfg.milestones]
+        return cfg.gamma ** sum(step >= b for b in bounds)
+    return 1.0
+
+
+def _seed(cfg: ExperimentConfig, epoch: int, rank: int, stream: int) -> int:
+    return ((cfg.seed * 1_000_003 + epoch) * 257 + rank) * 7 + stream
+
+
+def _amp_dtype(cfg: ExperimentConfig, device: torch.device) -> torch.dtype | None:
+    if cfg.train.amp == "bf16" or (cfg.train.amp == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def _primary(metrics: dict) -> float:
+    return metrics.get("saol_top1", metrics.get("gap_top1", 0.0))
+
+
+def _checkpoint(model: SAOLModel, optimizer, scheduler, epoch: int, state: dict, data) -> dict:
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "epoch": epoch, "state": state,
+            "num_classes": data.num_classes, "class_names": data.class_names}
+
+
+def _all_finite(model: torch.nn.Module) -> bool:
+    return bool(torch.stack([p.detach().float().abs().sum() for p in model.parameters()]).isfinite().all())
+
+
+def train(cfg: ExperimentConfig, *, resume: bool = True) -> dict:
+    """Train ``cfg`` into its run folder (resuming from its checkpoint) and return the summary."""
+    rank, world, local_rank = _distributed()
+    device = resolve_device(cfg.train.device, local_rank)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    if cfg.train.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(cfg.train.deterministic, warn_only=True)
+    torch.backends.cudnn.benchmark = not cfg.train.deterministic
+    if cfg.train.batch_size % world:
+        raise ConfigError(f"train.batch_size={cfg.train.batch_size} must divide by {world} processes")
+
+    run = RunFolder(cfg.run_dir())
+    if rank == 0:
+        run.start(cfg, device, resume)
+    torch.manual_seed(cfg.seed)
+    data = build_data(cfg.data, seed=cfg.seed, batch_size=cfg.train.batch_size // world, device=device,
+                      rank=rank, world_size=world)
+    model = build_model(cfg.model, data.num_classes).to(device)
+    channels_last = cfg.train.channels_last if cfg.train.channels_last is not None else device.type == "cuda"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+
+    steps_per_epoch = len(data.train) if cfg.train.max_steps is None else min(len(data.train), cfg.train.max_steps)
+    if steps_per_epoch == 0:
+        raise ConfigError(f"train.batch_size={cfg.train.batch_size} is larger than the training set")
+    total_steps = steps_per_epoch * cfg.train.epochs
+    o = cfg.optim
+    lr = o.lr * (cfg.train.batch_size / o.lr_ref_batch if o.lr_ref_batch else 1.0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=o.momentum, nesterov=o.nesterov,
+                                weight_decay=o.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, total_steps, steps_per_epoch, o))
+
+    if cfg.train.init_from:
+        model.load_state_dict(_weights_of(cfg.train.init_from))
+    start_epoch, state = 0, {"best": None, "best_epoch": None, "wall_time_s": 0.0, "images": 0,
+                             "train_time_s": 0.0, "last_eval": None}
+    if resume and run.checkpoint.exists():
+        ckpt = torch.load(run.checkpoint, map_location=device, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        start_epoch, state = ckpt["epoch"], ckpt["state"]
+        if rank == 0:
+            run.truncate_metrics(start_epoch + 1)
+            print(f"[saol] resuming {run.path} from epoch {start_epoch}", file=sys.stderr)
+
+    forward = torch.compile(model) if cfg.train.compile else model
+    train_forward = (torch.nn.parallel.DistributedDataParallel(
+        forward, device_ids=[local_rank] if device.type == "cuda" else None,
+        find_unused_parameters=model.mask is not None) if world > 1 else forward)
+    amp_dtype = _amp_dtype(cfg, device)
+    amp = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
+    show = cfg.train.progress and rank == 0
+
+    for epoch in range(start_epoch, cfg.train.epochs):
+        t0 = time.perf_counter()
+        torch.manual_seed(_seed(cfg, epoch, rank, 0))         # dropout, ShakeDrop
+        mix_gen = torch.Generator().manual_seed(_seed(cfg, epoch, rank, 1))
+        sums: dict[str, torch.Tensor] = {}
+        counts: dict[str, int] = {}
+        model.train()
+        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", unit="step",
+                   disable=not show, leave=False, dynamic_ncols=True)
+        images_seen = 0
+        for step, (images, labels, _) in enumerate(data.train.epoch(epoch)):
+            if step >= steps_per_epoch:
+                break
+            mix = cutmix(images, cfg.loss.cutmix_prob, cfg.loss.cutmix_beta, mix_gen)
+            x = mix.images.contiguous(memory_format=torch.channels_last) if channels_last else mix.images
+            with amp():
+                teacher = ss2_teacher(forward, images, mix, cfg.loss.ss2_teacher_bn, cfg.loss.w_ss2)
+                out = train_forward(x)
+                losses = compute_losses(out, labels, mix, cfg.loss, teacher)
+            optimizer.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            if o.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            for k, v in losses.items():
+                sums[k] = sums[k] + v.detach().float() if k in sums else v.detach().float()
+                counts[k] = counts.get(k, 0) + 1
+            images_seen += labels.shape[0]
+            if (step + 1) % CHECK_EVERY == 0 or step + 1 == steps_per_epoch:
+                running = sums["total"].item() / counts["total"]
+                if not math.isfinite(running):
+                    raise TrainingDiverged(
+                        f"loss became {running} in epoch {epoch + 1} by step {step + 1}; the last good "
+                        f"checkpoint ({run.checkpoint}) is kept. Lower optim.lr, set optim.grad_clip, "
+                        f"or check the data.")
+                bar.set_postfix(loss=f"{running:.3f}", img_s=f"{images_seen * world / (time.perf_counter() - t0):.0f}")
+            bar.update(1)
+        bar.close()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        train_time = time.perf_counter() - t0
+        if not _all_finite(model):
+            raise TrainingDiverged(f"weights became NaN/inf in epoch {epoch + 1}; the last good checkpoint "
+                                   f"({run.checkpoint}) is kept. Lower optim.lr or set optim.grad_clip.")
+        means = {k: (sums[k] / counts[k]).item() for k in sums}
+        row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": means.pop("total"),
+               **{f"train_{k}": v for k, v in means.items()},
+               "images_per_s": images_seen * world / train_time}
+        last = epoch + 1 == cfg.train.epochs
+        if last or (epoch + 1) % cfg.train.eval_every == 0:
+            metrics = evaluate(forward, data.test, device, cfg.train.eval_batches, amp_dtype)
+            row.update(metrics)
+            state["last_eval"] = {"epoch": epoch + 1, **metrics}
+            if state["best"] is None or _primary(metrics) > _primary(state["best"]):
+                state["best"], state["best_epoch"] = dict(metrics), epoch + 1
+                if rank == 0:
+                    atomic_save({"model": model.state_dict(), "epoch": epoch + 1, "metrics": metrics,
+                                 "num_classes": data.num_classes, "class_names": data.class_names},
+                                run.best)
+        state["wall_time_s"] += time.perf_counter() - t0
+        state["train_time_s"] += train_time
+        state["images"] += images_seen * world
+        row["elapsed_s"] = state["wall_time_s"]
+        if rank == 0:
+            run.append_metrics(row)
+            if last or (epoch + 1) % cfg.train.checkpoint_every == 0:
+                atomic_save(_checkpoint(model, optimizer, scheduler, epoch + 1, state, data), run.checkpoint)
+            shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
+            print(f"[saol] {cfg.name} " + " ".join(f"{k}={v}" for k, v in shown.items()), flush=True)
+        if world > 1:
+            dist.barrier()
+
+    summary = {"name": cfg.name, "seed": cfg.seed, "finished": True, "epochs": cfg.train.epochs,
+               "final": state["last_eval"], "best": state["best"], "best_epoch": state["best_epoch"],
+               "wall_time_s": state["wall_time_s"],
+               "images_per_s": state["images"] / max(state["train_time_s"], 1e-9),
+               "device": str(device), "world_size": world, "amp": str(amp_dtype),
+               "hardware": hardware_record(device), "run_dir": str(run.path)}
+    if rank == 0:
+        run.write_summary(summary)
+    return summary
+
+
+def _weights_of(path: str | Path) -> dict:
+    """Model state dict from a run folder (its best.pt) or a checkpoint file."""
+    path = Path(path)
+    if path.is_dir():
+        path = RunFolder(path).best
+    if not path.exists():
+        raise FileNotFoundError(f"train.init_from={path} does not exist: give a run folder or a .pt checkpoint")
+    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+
+
+def load_run(run_dir: str | Path, which: str = "last") -> tuple[SAOLModel, ExperimentConfig]:
+    """Rebuild a trained model from its run folder (``which``: "last" or "best"); CPU, eval mode."""
+    run = RunFolder(run_dir)
+    path = {"last": run.checkpoint, "best": run.best}.get(which)
+    if path is None:
+        raise ValueError(f"which={which!r}; choose 'last' or 'best'")
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: train the run first (python -m saol_core.train)")
+    cfg = make_config(yaml.safe_load(run.config.read_text()))
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    model = build_model(cfg.model, ckpt["num_classes"])
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), cfg
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m saol_core.train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("params", help="params YAML file (see params/), or - for the defaults")
+    parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.epochs=3")
+    parser.add_argument("--no-resume", action="store_true", help="start over, discarding the checkpoint")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars (one line per epoch)")
+    args = parser.parse_args(argv)
+    overrides = args.overrides + (["train.progress=false"] if args.quiet else [])
+    try:
+        cfg = make_config(None if args.params == "-" else args.params, overrides)
+    except ConfigError as e:
+        parser.exit(2, f"config error: {e}\n")
+    summary = train(cfg, resume=not args.no_resume)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(yaml.safe_dump({k: summary[k] for k in ("final", "best", "best_epoch", "wall_time_s",
+                                                      "images_per_s", "run_dir")}, sort_keys=False))
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""Weakly-supervised object localization (paper Sec. 4.2, Table 7): localization maps from a model and
+their dataset-level box evaluation (metrics in `saol_core/wsol_metrics.py`).
+
+Map kinds (raw maps at the head's resolution, (B, h, w)):
+  saol       A ⊙ Y_k, the SAOL class-wise map: exp(log A + log Y_k). One forward pass, no backward.
+  attention  A, the class-agnostic spatial attention.
+  cam        CAM (Zhou et al. 2016): Σ_c w_kc X^L_c with the GAP-FC weights (no bias, no ReLU, as in
+             wsolevaluation; min-max normalization makes both irrelevant to the boxes).
+  gradcam    Grad-CAM (Selvaraju et al. 2017): ReLU(Σ_c α_c X^L_c), α_c = mean_ij ∂logit_k/∂X^L_cij of
+             the GAP-FC logit. Needs a backward pass. With GAP and a linear head α_c = w_kc / (H·W),
+             so Grad-CAM = ReLU(CAM) / (H·W).
+Evaluation follows wsolevaluation: maps upsampled bicubically to eval_size x eval_size, min-max
+normalized per map, boxes from `wsol_metrics.BoxEvaluator`.
+"""
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from saol_core.wsol_metrics import BoxEvaluator, resize_boxes
+
+KINDS = ("saol", "attention", "cam", "gradcam")
+TARGETS = ("label", "pred")
+
+
+def _check(name: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(choices)}")
+
+
+def _head_missing(kind: str, head: str) -> ValueError:
+    return ValueError(f"map kind {kind!r} needs the model's {head} head, which this model does not have")
+
+
+@torch.no_grad()
+def maps_from_output(model: nn.Module, out, kind: str, target: Tensor | None = None
+                     ) -> tuple[Tensor, Tensor]:
+    """Forward-only maps ('saol', 'attention', 'cam') from an existing ModelOutput.
+
+    Args: out: ModelOutput of `model` (log_attention (B,Ho,Wo), spatial_log_probs (B,K,Ho,Wo),
+    saol_log_probs (B,K), gap_logits (B,K), features (B,C,H,W)); target (B,) classes or None for the
+    head's prediction. Returns (maps (B,h,w) float32 without grad, predicted classes (B,) of the
+    head used: SAOL head for saol/attention, GAP-FC head for cam).
+    """
+    _check("map kind", kind, KINDS[:3])
+    if kind in ("saol", "attention"):
+        if out.saol_log_probs is None or out.log_attention is None or out.spatial_log_probs is None:
+            raise _head_missing(kind, "SAOL")
+        pred = out.saol_log_probs.argmax(1)
+        if kind == "attention":
+            return out.log_attention.float().exp(), pred
+        k = pred if target is None else target
+        ho, wo = out.log_attention.shape[-2:]
+        log_y = out.spatial_log_probs.gather(1, k.view(-1, 1, 1, 1).expand(-1, 1, ho, wo)).squeeze(1)
+        # add in log space: A and Y_k are both small after softmaxes, their product can underflow bf16
+        return (out.log_attention.float() + log_y.float()).exp(), pred
+    if out.gap_logits is None or getattr(model, "gap", None) is None:
+        raise _head_missing(kind, "GAP-FC")
+    pred = out.gap_logits.argmax(1)
+    k = pred if target is None else target
+    weight = model.gap.fc.weight[k]                                  # (B, C)
+    return torch.einsum("bc,bchw->bhw", weight.float(), out.features.float()).float(), pred
+
+
+def _gradcam(model: nn.Module, images: Tensor, target: Tensor | None) -> tuple[Tensor, Tensor]:
+    with torch.enable_grad():
+        # a leaf input that requires grad keeps the features in the graph even for a frozen backbone
+        out = model(images.detach().requires_grad_(True))
+        if out.gap_logits is None:
+            raise _head_missing("gradcam", "GAP-FC")
+        pred = out.gap_logits.argmax(1)
+        k = pred if target is None else target
+        # samples do not interact in eval mode, so one backward of the summed scores gives every
+        # per-sample gradient at once
+        score = out.gap_logits.gather(1, k.view(-1, 1)).sum()
+        (grad,) = torch.autograd.grad(score, out.features)
+    alpha = grad.float().mean(dim=(2, 3))                             # (B, C)
+    # the trailing .float(): autocast runs einsum in bf16
+    maps = torch.einsum("bc,bchw->bhw", alpha, out.features.detach().float()).float()
+    return F.relu(maps), pred.detach()
+
+
+def localization_maps(model: nn.Module, images: Tensor, kind: str, target: Tensor | None = None
+                      ) -> tuple[Tensor, Tensor]:
+    """Raw localization maps of `images` (B, C, H, W).
+
+    kind: 'saol' | 'attention' | 'cam' | 'gradcam'; target (B,) int64 class per image, None for the
+    predicted class. Returns (maps (B, h, w) float32 detached, predicted classes (B,) of the head used:
+    SAOL head for saol/attention, GAP-FC head for cam/gradcam). Put the model in eval() first.
+    """
+    _check("map kind", kind, KINDS)
+    if kind == "gradcam":
+        return _gradcam(model, images, target)
+    with torch.no_grad():
+        out = model(images)
+    return maps_from_output(model, out, kind, target)
+
+
+def normalize_maps(maps: Tensor, size: tuple[int, int] = (224, 224)) -> Tensor:
+    """(B, h, w) raw maps -> (B, *size) float32 in [0, 1], like wsolevaluation: bicubic upsampling
+    (align_corners=False) then per-map min-max normalization. A constant map (judged before
+    upsampling, whose rounding would otherwise be stretched to [0, 1]) or one with a NaN/inf gives
+    all zeros: no localization, the empty box downstream.
+    """
+    maps = maps.float()
+    flat = maps.flatten(1)
+    degenerate = ~torch.isfinite(flat).all(1) | (flat.amax(1) == flat.amin(1))      # (B,)
+    up = F.interpolate(maps[:, None], size=size, mode="bicubic", align_corners=False)[:, 0]
+    lo = up.amin(dim=(1, 2), keepdim=True)
+    span = up.amax(dim=(1, 2), keepdim=True) - lo
+    out = (up - lo) / torch.where(span > 0, span, torch.ones_like(span))
+    bad = degenerate.view(-1, 1, 1) | (span <= 0) | ~torch.isfinite(span)
+    return torch.where(bad, torch.zeros_like(out), out)
+
+
+def evaluate_localization(model: nn.Module, loader, boxes: Sequence[np.ndarray],
+                          kinds: Sequence[str] = ("saol", "cam", "gradcam"), eval_size: int = 224,
+                          cam_step: float = 0.01, threshold: float | None = None,
+                          device: torch.device | str = "cpu", max_batches: int | None = None,
+                          target: str = "label", multi_contour: bool = False, progress: bool = True
+                          ) -> dict[str, dict[str, float]]:
+    """Box localization metrics per map kind (see BoxEvaluator.compute for the keys, in percent).
+
+    loader: a saol_core.data Loader (its epoch(0) is used) or any iterable of (images (B,C,H,W)
+    normalized at the model's input size, labels (B,), indices (B,)). boxes[index]: (n, 4) xyxy
+    ground-truth boxes in that input image's pixels, rescaled to eval_size like the reference.
+    target: 'label' maps the true class (wsolevaluation's GT-known protocol), 'pred' the head's
+    prediction; Top-1 Loc is the same either way (it only counts images whose prediction is right).
+    top1_cls is the accuracy of the head behind each kind. The model is moved to `device` and run
+    in eval mode (its train/eval mode is restored afterwards).
+    """
+    for kind in kinds:
+        _check("map kind", kind, KINDS)
+    _check("target", target, TARGETS)
+    evaluators = {kind: BoxEvaluator(cam_step=cam_step, multi_contour=multi_contour) for kind in kinds}
+    forward_kinds = [k for k in kinds if k != "gradcam"]
+    batches = loader.epoch(0) if hasattr(loader, "epoch") else iter(loader)
+    total = len(loader) if max_batches is None else min(len(loader), max_batches)
+    was_training = model.training
+    model.to(device).eval()
+    try:
+        for step, (images, labels, indices) in enumerate(tqdm(batches, total=total, desc="wsol",
+                                                              disable=not progress)):
+            if max_batches is not None and step >= max_batches:
+                break
+            images, labels = images.to(device), labels.to(device)
+            in_hw = tuple(images.shape[-2:])
+            gt = [resize_boxes(boxes[i], in_hw, (eval_size, eval_size)) for i in indices.tolist()]
+            tgt = labels if target == "label" else None
+            if forward_kinds:
+                with torch.no_grad():
+                    out = model(images)     # one forward serves every forward-only kind
+            for kind in kinds:
+                if kind == "gradcam":
+                    maps, pred = localization_maps(model, images, kind, tgt)
+                else:
+                    maps, pred = maps_from_output(model, out, kind, tgt)
+                scores = normalize_maps(maps, (eval_size, eval_size)).cpu().numpy()
+                evaluators[kind].accumulate(scores, gt, (pred == labels).cpu().numpy())
+    finally:
+        model.train(was_training)
+    return {kind: ev.compute(threshold) for kind, ev in evaluators.items()}
+
+
+def maps_per_second(model: nn.Module, images: Tensor, kind: str, repeats: int = 10) -> float:
+    """Throughput (maps/s) of localization_maps on `images`: forward only for saol/attention/cam,
+    forward + backward for gradcam. One untimed warm-up call; CUDA is synchronized around the timing.
+    For reporting only (never asserted)."""
+    def sync():
+        if images.is_cuda:
+            torch.cuda.synchronize(images.device)
+
+    localization_maps(model, images, kind)
+    sync()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        localization_maps(model, images, kind)
+    sync()
+    return repeats * len(images) / (time.perf_counter() - start)

@@ -1,0 +1,142 @@
+"""The training loop: exact resume after a kill, NaN stop, atomic run files, schedules, torchrun."""
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import saol_core.runs as runs
+import saol_core.train as train_mod
+from saol_core.config import OptimConfig, make_config
+from saol_core.train import TrainingDiverged, load_run, lr_factor, train
+
+TINY = ["model.backbone=resnet20", "data.train_size=192", "data.test_size=64", "train.batch_size=32",
+        "train.epochs=3", "train.progress=false", "train.threads=2", "optim.lr=0.05"]
+FULL_RECIPE = ["model.heads=saol+gap", "model.mask_head=true", "loss.cutmix_prob=0.5",
+               "loss.w_ss1=1", "loss.w_ss2=1"]
+TIMING_KEYS = {"images_per_s", "elapsed_s"}
+
+
+def _cfg(tmp_path, name, *extra):
+    return make_config(None, [*TINY, *FULL_RECIPE, f"out_dir={tmp_path}", f"name={name}", *extra])
+
+
+def _metrics(run_dir):
+    rows = [json.loads(l) for l in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
+
+
+class Killed(Exception):
+    pass
+
+
+def _kill_after(monkeypatch, n_steps):
+    """Make the n-th call of compute_losses raise, like a kill in the middle of an epoch."""
+    real, calls = train_mod.compute_losses, {"n": 0}
+
+    def dying(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n_steps:
+            raise Killed
+        return real(*args, **kwargs)
+    monkeypatch.setattr(train_mod, "compute_losses", dying)
+
+
+def test_resume_after_kill_is_bit_exact(tmp_path, monkeypatch):
+    summary = train(_cfg(tmp_path, "straight"))
+    steps_per_epoch = 192 // 32
+    _kill_after(monkeypatch, steps_per_epoch + 3)            # dies inside epoch 2
+    with pytest.raises(Killed):
+        train(_cfg(tmp_path, "killed"))
+    assert torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=False)["epoch"] == 1
+    monkeypatch.undo()
+    resumed = train(_cfg(tmp_path, "killed"))                # the same command again
+    a = load_run(tmp_path / "straight")[0].state_dict()
+    b = load_run(tmp_path / "killed")[0].state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert _metrics(tmp_path / "straight") == _metrics(tmp_path / "killed")
+    assert summary["final"] == resumed["final"] and summary["best"] == resumed["best"]
+    assert [r["epoch"] for r in _metrics(tmp_path / "killed")] == [1, 2, 3]
+
+
+def test_run_folder_records_how_it_was_made(tmp_path):
+    train(_cfg(tmp_path, "rec", "train.epochs=1"))
+    run = tmp_path / "rec"
+    env = json.loads((run / "environment.json").read_text())
+    assert env["versions"]["torch"] == torch.__version__ and env["git_sha"] and env["hardware"]["cpu"]
+    saved = make_config(str(run / "config.yaml"))
+    assert saved.model.heads == "saol+gap" and saved.loss.w_ss2 == 1.0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["finished"] and set(summary["final"]) == {"epoch", "saol_top1", "saol_top5", "gap_top1", "gap_top5"}
+    assert 0 <= summary["final"]["saol_top1"] <= summary["final"]["saol_top5"] <= 100
+    model, _ = load_run(run, "best")
+    assert not model.training
+
+
+def test_changed_config_in_the_same_folder_is_refused(tmp_path):
+    train(_cfg(tmp_path, "same", "train.epochs=1"))
+    with pytest.raises(ValueError, match="optim.lr"):
+        train(_cfg(tmp_path, "same", "train.epochs=1", "optim.lr=0.2"))
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    cfg = _cfg(tmp_path, "nan")
+    real, calls = train_mod.compute_losses, {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        losses = real(*args, **kwargs)
+        if calls["n"] > 192 // 32:                           # every step of epoch 2
+            losses["total"] = losses["total"] * float("nan")
+        return losses
+    monkeypatch.setattr(train_mod, "compute_losses", poisoned)
+    with pytest.raises(TrainingDiverged, match="last good checkpoint"):
+        train(cfg)
+    ckpt = torch.load(tmp_path / "nan" / "checkpoint.pt", weights_only=False)
+    assert ckpt["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+def test_full_disk_leaves_the_previous_file_intact(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    runs.atomic_save({"epoch": 1}, path)
+
+    def no_space(obj, f):
+        f.write(b"partial")
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(runs.torch, "save", no_space)
+    with pytest.raises(runs.RunWriteError, match="previous version is intact"):
+        runs.atomic_save({"epoch": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]   # no temp file left behind
+
+
+def test_lr_schedules():
+    cos = OptimConfig(schedule="cosine", warmup_epochs=1)
+    assert [lr_factor(s, 100, 10, cos) for s in (0, 4, 9)] == [0.1, 0.5, 1.0]
+    assert lr_factor(10, 100, 10, cos) == 1.0
+    assert math.isclose(lr_factor(55, 100, 10, cos), 0.5)            # half-way through the cosine
+    assert lr_factor(99, 100, 10, cos) == pytest.approx(0.5 * (1 + math.cos(math.pi * 89 / 90)))
+    step = OptimConfig(schedule="multistep", milestones=[150, 225], gamma=0.1)   # ABN: x0.1 at 150, 225
+    assert [lr_factor(e * 10, 3000, 10, step) for e in (149, 150, 224, 225)] == pytest.approx([1, .1, .1, .01])
+    frac = OptimConfig(schedule="multistep", milestones=[0.5, 0.75])
+    assert [lr_factor(s, 100, 10, frac) for s in (49, 50, 75)] == pytest.approx([1, .1, .01])
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_match_the_global_batch(tmp_path):
+    """DDP (gloo on CPU): 2 ranks x 16 images train and evaluate the same set as one 32-image process."""
+    args = [*TINY, "train.epochs=1", "train.threads=1", f"out_dir={tmp_path}", "name=ddp"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+           "-m", "saol_core.train", "-", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["finished"]
+    assert 0 <= summary["final"]["saol_top1"] <= 100
