@@ -23,7 +23,7 @@ study: setup
 ## The whole test suite: unit tests, notebook smoke runs, nbval regression of committed notebooks.
 test: setup
 	$(PY) -m pytest -q tests
-	$(PY) -m pytest -q --nbval --sanitize-with .nbval_sanitize.cfg notebooks
+	$(PY) -m pytest -q --nbval --nbval-sanitize-with .nbval_sanitize.cfg notebooks
 
 ## Unit tests only (quick loop while developing).
 test-fast: setup

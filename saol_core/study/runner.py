@@ -1,0 +1,212 @@
+"""Executing a study: one papermill run of the training notebook per grid cell (skipping finished runs,
+resuming partial ones, reporting failures and going on), then the table notebook; and the CLI.
+"""
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import logging
+import os
+import re
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from ..config import ConfigError, make_config
+from .spec import ROOT, Run, Study, changed_keys, default_out, expand, load_study, project_path, run_status
+
+
+class _QuietParameterCheck(logging.Filter):
+    """papermill's parameter inspection cannot parse values holding "=" (every override does) and then
+    warns about "unknown" parameters; ``execute`` checks the names itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Unable to parse line") or message.startswith("Passed unknown parameter"))
+
+
+for _name in ("papermill", "papermill.translators"):
+    logging.getLogger(_name).addFilter(_QuietParameterCheck())
+
+
+def notebook_parameters(notebook: str | Path) -> set[str]:
+    """Names assigned in the notebook's cell tagged ``parameters``."""
+    import nbformat
+    nb = nbformat.read(str(project_path(notebook)), as_version=4)
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    return set(re.findall(r"^([A-Za-z_][A-Za-z0-9_]*)\s*=", cells[0].source, re.M)) if cells else set()
+
+
+def execute(notebook: str | Path, output: Path, parameters: dict) -> str | None:
+    """Run a notebook with papermill (cwd = project root); None, or a one-paragraph failure report."""
+    import papermill as pm
+    unknown = set(parameters) - notebook_parameters(notebook)
+    if unknown:
+        return f"{notebook} has no parameter(s) {sorted(unknown)} in its cell tagged 'parameters'"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        pm.execute_notebook(str(project_path(notebook)), str(project_path(output)), parameters=parameters,
+                            cwd=str(ROOT), progress_bar=False, log_output=False)
+    except pm.PapermillExecutionError as e:
+        import nbformat
+        failed = [c for c in nbformat.read(str(project_path(output)), as_version=4).cells
+                  if c.get("execution_count") == e.exec_count and c.source.strip()]
+        first_line = failed[0].source.strip().splitlines()[0] if failed else "?"
+        return f"{e.ename}: {e.evalue}\n    notebook {output}, failing cell In [{e.exec_count}]: {first_line}"
+    except Exception as e:  # kernel died, notebook missing, ...: report it and go on with the others
+        return f"{type(e).__name__}: {e}\n    notebook {output}"
+    return None
+
+
+def check(study: Study, runs: list[Run], runs_dir: Path) -> None:
+    """Fail fast, before hours of training: every run's config validates and its model builds (on the
+    meta device: no memory, no time). Raises ConfigError naming the run."""
+    from ..macs import build_meta
+    built = set()
+    for run in runs:
+        try:
+            cfg = make_config(project_path(study.path), run.overrides + [f"out_dir={runs_dir}"])
+            key = repr(cfg.model)
+            if key not in built:
+                build_meta(cfg.model, 10)
+                built.add(key)
+        except (ConfigError, KeyError, ValueError) as e:
+            raise ConfigError(f"run {run.name}: {e}") from None
+
+
+def run_study(study: Study, out: Path, *, only: list[str] | None = None, extra: list[str] | None = None,
+              table: bool = True, jobs: int = 1) -> dict[str, str]:
+    """Execute every unfinished run (resuming partial ones; ``jobs`` at a time), then the table notebook.
+
+    Returns {run name: failure report} (empty when everything ran).
+    """
+    from tqdm.auto import tqdm
+    runs_dir = out / "runs"
+    runs = expand(study, extra, only)
+    check(study, runs, runs_dir)
+    status = {r.name: run_status(study, r, runs_dir) for r in runs}
+    todo = [r for r in runs if status[r.name] in ("new", "partial")]
+    failures = {r.name: f"finished with a different config (changed: {changed_keys(study, r, runs_dir)}); "
+                        f"delete {runs_dir / r.name} to re-run it, or restore the params"
+                for r in runs if status[r.name] == "stale"}
+    for name, error in failures.items():
+        print(f"[study] STALE {name}: {error}", flush=True)
+    print(f"[study] {study.name}: {len(runs)} runs, {len(runs) - len(todo)} finished, {len(todo)} to run "
+          f"-> {out}", flush=True)
+
+    # parallel CPU runs share the cores instead of oversubscribing them (an execution setting: a run
+    # keeps its identity, and the run's own train.threads wins)
+    threads = [f"train.threads={max(1, (os.cpu_count() or 1) // jobs)}"] if jobs > 1 else []
+
+    def one(run: Run) -> tuple[Run, str | None]:
+        overrides = threads + run.overrides
+        return run, execute(study.notebook, runs_dir / run.name / Path(study.notebook).name,
+                            {"PARAMS": run.params, "OVERRIDES": overrides, "OUT_DIR": str(runs_dir)})
+
+    # each run is its own kernel process: threads only wait on them
+    with ThreadPoolExecutor(max(1, jobs)) as pool, tqdm(total=len(todo), desc=study.name, unit="run",
+                                                        dynamic_ncols=True) as bar:
+        for run, error in pool.map(one, todo):
+            if error:
+                failures[run.name] = error
+                tqdm.write(f"[study] FAILED {run.name}: {error}")
+            bar.set_postfix_str(run.name)
+            bar.update(1)
+    if table:
+        error = execute(study.table_notebook, out / Path(study.table_notebook).name,
+                        {"PARAMS": study.path, "OUT_DIR": str(out)})
+        if error:
+            failures["(table)"] = error
+            print(f"[study] FAILED table notebook: {error}", flush=True)
+        else:
+            print(f"[study] table: {out / 'table.md'}; report: {out / 'README.md'}", flush=True)
+    return failures
+
+
+# ---- committed notebooks -------------------------------------------------------------------------------
+
+def clean_notebook(path: str | Path) -> None:
+    """Drop execution metadata (papermill timings, kernel run times, widget state) so a notebook's diff
+    shows only its sources and outputs."""
+    import nbformat
+    nb = nbformat.read(str(path), as_version=4)
+    for key in ("papermill", "widgets"):
+        nb.metadata.pop(key, None)
+    nb.metadata.get("language_info", {}).pop("version", None)
+    for cell in nb.cells:
+        for key in ("papermill", "execution"):
+            cell.metadata.pop(key, None)
+    nbformat.write(nb, str(path))
+
+
+def refresh_notebooks(names: list[str] | None = None) -> dict[str, str]:
+    """Re-execute notebooks/*.ipynb in place with their own (smoke) parameters, then clean them.
+
+    Their default scratch run folders (``runs/notebooks/``) are removed first, so the committed
+    outputs show a fresh training run rather than a resumed one.
+    """
+    import shutil
+    paths = sorted((ROOT / "notebooks").glob("*.ipynb"))
+    if names:
+        paths = [p for p in paths if any(fnmatch.fnmatch(p.name, n) or p.stem == n for n in names)]
+    shutil.rmtree(ROOT / "runs" / "notebooks", ignore_errors=True)
+    failures = {}
+    for path in paths:
+        print(f"[study] executing {path.relative_to(ROOT)}", flush=True)
+        error = execute(path.relative_to(ROOT), path.relative_to(ROOT), {})
+        if error:
+            failures[path.name] = error
+            print(f"[study] FAILED {error}", flush=True)
+        clean_notebook(path)
+    return failures
+
+
+def _print_plan(study: Study, out: Path, runs: list[Run]) -> None:
+    import shlex
+    runs_dir = out / "runs"
+    print(f"# {study.title}\n# {len(runs)} runs -> {runs_dir}/<run>/ (notebook {study.notebook})")
+    for run in runs:
+        status = run_status(study, run, runs_dir)
+        print(f"[{status}] {run.name}\n    python -m saol_core.train "
+              + shlex.join([run.params, *run.overrides, f"out_dir={runs_dir}"]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m saol_core.study", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="Paths are relative to the project root.")
+    ap.add_argument("params", nargs="?", help="a params file with a study: section, e.g. params/default.yaml")
+    ap.add_argument("--smoke", action="store_true",
+                    help="use params/smoke/<same name> (the grid on CPU in minutes); default out runs/smoke/<name>")
+    ap.add_argument("--out", help="report folder (default reports/<name>, or runs/smoke/<name> with --smoke)")
+    ap.add_argument("--only", nargs="+", metavar="GLOB", help="only runs whose name matches, e.g. 'wrn40_2-*' '*-s0'")
+    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="overrides for every run")
+    ap.add_argument("--dry-run", action="store_true", help="list the runs, their status and train commands")
+    ap.add_argument("--jobs", type=int, default=1, help="runs executed at once (e.g. small nets on a big GPU)")
+    ap.add_argument("--no-table", action="store_true", help="skip the table notebook at the end")
+    ap.add_argument("--refresh-notebooks", nargs="*", metavar="NAME",
+                    help="re-execute notebooks/ (or the named ones) in place with their smoke parameters")
+    args = ap.parse_args(argv)
+    if args.refresh_notebooks is not None:
+        return 1 if refresh_notebooks(args.refresh_notebooks) else 0
+    if not args.params:
+        ap.error("give a params file (or --refresh-notebooks)")
+    path = args.params
+    if args.smoke:
+        path = str(Path("params/smoke") / Path(path).name)
+    try:
+        study = load_study(path)
+        out = Path(args.out) if args.out else default_out(path, args.smoke)
+        if args.dry_run:
+            runs = expand(study, args.set, args.only)
+            _print_plan(study, out, runs)
+            check(study, runs, out / "runs")
+            return 0
+        failures = run_study(study, out, only=args.only, extra=args.set, table=not args.no_table,
+                             jobs=args.jobs)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    if failures:
+        print(f"[study] {len(failures)} failed: {', '.join(failures)}", file=sys.stderr)
+    return 1 if failures else 0

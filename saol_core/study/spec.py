@@ -1,0 +1,246 @@
+"""The ``study:`` section of a params file -> rows x variants x seeds -> runs (PARAMS + OVERRIDES each).
+
+See ``saol_core.study`` for the format.
+"""
+from __future__ import annotations
+
+import fnmatch
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import ConfigError, load_params, make_config
+
+ROOT = Path(__file__).resolve().parents[2]
+NAME = re.compile(r"^[A-Za-z0-9_.]+$")
+STUDY_KEYS = {"title", "notebook", "table_notebook", "seeds", "rows", "grid", "variants", "columns",
+              "delta_row", "paper", "set", "overlay", "define"}
+
+
+@dataclass
+class Row:
+    name: str
+    label: str
+    set: dict = field(default_factory=dict)
+    recipe: str | None = None
+
+
+@dataclass
+class Variant:
+    name: str
+    label: str
+    set: dict = field(default_factory=dict)
+
+
+@dataclass
+class Column:
+    label: str
+    variant: str
+    metric: list[str]
+    delta_to: str | None = None
+
+
+@dataclass
+class Run:
+    name: str        # "<row>-<variant>-s<seed>": its run folder under <out>/runs/
+    row: str
+    variant: str
+    seed: int
+    params: str      # PARAMS of the training notebook
+    overrides: list[str]  # OVERRIDES of the training notebook (section.key=value)
+
+
+@dataclass
+class Study:
+    path: str
+    name: str
+    source: str
+    title: str
+    notebook: str
+    table_notebook: str
+    seeds: list[int]
+    rows: list[Row]
+    variants: list[Variant]
+    columns: list[Column]
+    paper: dict[str, list]
+    delta_row: str | None
+    set: dict
+    overlay: str | None
+
+
+def project_path(path: str | Path) -> Path:
+    """A path as written in params files / notebooks: absolute, or relative to the project root."""
+    return Path(path) if Path(path).is_absolute() else ROOT / path
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested and/or dotted mapping -> {"section.key": value}."""
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def _fmt(value: Any) -> str:
+    """Value -> override text that ``yaml.safe_load`` reads back unchanged."""
+    if isinstance(value, str):
+        try:
+            if yaml.safe_load(value) == value:
+                return value
+        except yaml.YAMLError:
+            pass
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _named(items: Any, cls: type, what: str, path: str) -> list:
+    if not isinstance(items, list) or not items:
+        raise ConfigError(f"{path}: study.{what} must be a non-empty list")
+    out = []
+    for item in items:
+        if not isinstance(item, dict) or not NAME.match(str(item.get("name", ""))):
+            raise ConfigError(f"{path}: each study.{what} entry needs a name of letters, digits, _ or . "
+                              f"(got {item!r})")
+        fields = set(cls.__dataclass_fields__)
+        unknown = set(item) - fields
+        if unknown:
+            raise ConfigError(f"{path}: study.{what} entry {item['name']!r} has unknown keys "
+                              f"{sorted(unknown)}; valid: {sorted(fields)}")
+        out.append(cls(**{"label": item["name"], **item, "set": flatten(item.get("set") or {})}))
+    names = [x.name for x in out]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{path}: study.{what} names must be unique, got {names}")
+    return out
+
+
+def _grid_rows(rows: list[Row], grid: dict) -> list[Row]:
+    """Each row x each combination of the grid's dotted-key value lists."""
+    keys = list(flatten(grid))
+    values = [flatten(grid)[k] for k in keys]
+    if any(not isinstance(v, list) or not v for v in values):
+        raise ConfigError(f"study.grid values must be non-empty lists, got {grid}")
+    out = []
+    for row in rows:
+        for combo in itertools.product(*values):
+            tag = "_".join(f"{k.rsplit('.', 1)[-1]}{re.sub(r'[^A-Za-z0-9.]+', '-', _fmt(v)).strip('-')}"
+                           for k, v in zip(keys, combo))
+            label = ", ".join(f"{k.rsplit('.', 1)[-1]}={_fmt(v)}" for k, v in zip(keys, combo))
+            out.append(Row(f"{row.name}_{tag}", f"{row.label} ({label})", {**row.set, **dict(zip(keys, combo))},
+                           row.recipe))
+    return out
+
+
+def load_study(path: str | Path) -> Study:
+    """Parse and check a params file's ``study:`` section (ConfigError names what is wrong)."""
+    path = str(path)
+    tree = load_params(project_path(path))
+    spec = tree.get("study")
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{path} has no study: section (see saol_core/study.py for its format)")
+    unknown = set(spec) - STUDY_KEYS
+    if unknown:
+        raise ConfigError(f"{path}: unknown study keys {sorted(unknown)}; valid: {sorted(STUDY_KEYS)}")
+    rows = _named(spec.get("rows") or [{"name": tree.get("name", "run"), "label": tree.get("name", "run")}],
+                  Row, "rows", path)
+    if spec.get("grid"):
+        rows = _grid_rows(rows, spec["grid"])
+    variants = _named(spec.get("variants") or [{"name": "run"}], Variant, "variants", path)
+    columns = []  # default: the primary head's top-1 of each variant
+    for c in spec.get("columns") or [{"label": v.label, "variant": v.name} for v in variants]:
+        metric = c.get("metric", "top1")
+        columns.append(Column(c["label"], c["variant"], metric if isinstance(metric, list) else [metric],
+                              c.get("delta_to")))
+    labels = [c.label for c in columns]
+    for c in columns:
+        if c.variant not in {v.name for v in variants}:
+            raise ConfigError(f"{path}: column {c.label!r} names variant {c.variant!r}; "
+                              f"variants: {[v.name for v in variants]}")
+        if c.delta_to is not None and c.delta_to not in labels:
+            raise ConfigError(f"{path}: column {c.label!r}: delta_to {c.delta_to!r} is not a column {labels}")
+    paper = {}
+    for row, values in (spec.get("paper") or {}).items():
+        if row not in {r.name for r in rows} or not isinstance(values, list) or len(values) != len(columns):
+            raise ConfigError(f"{path}: study.paper[{row!r}] must name a row and give {len(columns)} "
+                              f"value(s), one per column {labels}")
+        # one list per column, one number (or None) per metric of the column
+        paper[row] = [v if isinstance(v, list) else [v] * len(c.metric) for v, c in zip(values, columns)]
+    delta_row = spec.get("delta_row")
+    if delta_row is not None and delta_row not in {r.name for r in rows}:
+        raise ConfigError(f"{path}: study.delta_row {delta_row!r} is not a row")
+    seeds = spec.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+        raise ConfigError(f"{path}: study.seeds must be a non-empty list of ints, got {seeds!r}")
+    return Study(path=path, name=str(tree.get("name", Path(path).stem)), source=str(tree.get("source", "")),
+                 title=str(spec.get("title", tree.get("name", path))),
+                 notebook=spec.get("notebook", "notebooks/01_train.ipynb"),
+                 table_notebook=spec.get("table_notebook", "notebooks/02_table.ipynb"),
+                 seeds=seeds, rows=rows, variants=variants, columns=columns, paper=paper,
+                 delta_row=delta_row, set=flatten(spec.get("set") or {}), overlay=spec.get("overlay"))
+
+
+def _sections(path: str, keep: tuple[str, ...]) -> dict:
+    """The flattened ``keep`` sections of a params file (after its ``extends`` chain)."""
+    tree = load_params(project_path(path))
+    return flatten({k: v for k, v in tree.items() if k in keep})
+
+
+def _recipe(study: Study, row: Row) -> dict:
+    """Overrides that turn the study file's own recipe into the row's: the model/loss/optim/train keys
+    where the row's recipe file differs (the data section stays the study's), and its source."""
+    if not row.recipe:
+        return {}
+    base = _sections(study.path, ("model", "loss", "optim", "train"))
+    recipe = {k: v for k, v in _sections(row.recipe, ("model", "loss", "optim", "train")).items()
+              if base.get(k) != v}
+    source = load_params(project_path(row.recipe)).get("source")
+    return {"source": f"{study.source}; {source}" if source else study.source, **recipe}
+
+
+def expand(study: Study, extra: list[str] | None = None, only: list[str] | None = None) -> list[Run]:
+    """The study's runs in table order (row, variant, seed), filtered by ``only`` glob patterns."""
+    sections = ("data", "model", "loss", "optim", "train")
+    overlay = _sections(study.overlay, sections) if study.overlay else {}
+    cli = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in extra or [])}
+    runs = []
+    for row, variant, seed in itertools.product(study.rows, study.variants, study.seeds):
+        name = f"{row.name}-{variant.name}-s{seed}"
+        if only and not any(fnmatch.fnmatchcase(name, p) for p in only):
+            continue
+        tree = {**_recipe(study, row), **row.set, **variant.set, **study.set, **overlay, **cli,
+                "name": name, "seed": seed}
+        runs.append(Run(name, row.name, variant.name, seed, study.path,
+                        [f"{k}={_fmt(v)}" for k, v in tree.items()]))
+    return runs
+
+
+def changed_keys(study: Study, run: Run, runs_dir: str | Path) -> list[str]:
+    """Config keys where the run folder's saved config.yaml differs from what the study asks for now,
+    by the training loop's notion of "the same experiment" (execution settings like device ignored);
+    [] when the folder has no config.yaml."""
+    from ..runs import _comparable
+    path = project_path(runs_dir) / run.name / "config.yaml"
+    if not path.exists():
+        return []
+    saved = yaml.safe_load(path.read_text())
+    now = make_config(project_path(study.path), run.overrides + [f"out_dir={runs_dir}"]).to_dict()
+    old, new = _comparable(saved), _comparable(now)
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
+def run_status(study: Study, run: Run, runs_dir: str | Path) -> str:
+    """"finished", "stale" (finished, but the params changed since), "partial" (a checkpoint to resume
+    from) or "new"."""
+    folder = project_path(runs_dir) / run.name
+    summary = folder / "summary.json"
+    if summary.exists() and json.loads(summary.read_text()).get("finished"):
+        return "stale" if changed_keys(study, run, runs_dir) else "finished"
+    return "partial" if (folder / "checkpoint.pt").exists() else "new"
+
+
+def default_out(study_path: str, smoke: bool) -> Path:
+    stem = Path(study_path).stem
+    return Path("runs/smoke") / stem if smoke else Path("reports") / stem

@@ -1,0 +1,315 @@
+"""Figures for the notebooks (seaborn/matplotlib) and the ipywidgets explorer; notebooks only call these.
+
+- :func:`cutmix_grid`: a CutMix-ed batch with its box and lambda.
+- :func:`training_curves`: loss and test top-1 per epoch from metrics.jsonl (one run or a study).
+- :func:`attention_maps`: paper Fig. 5 — input, SAOL's attention A, spatial logits Y of the top-2
+  classes and A (.) Y_k (the class-wise localization map of Sec. 4.2).
+- :func:`results_plot`: a study's cells, ours (mean ± std over seeds) beside the paper's numbers.
+- :func:`explorer`: pick a run folder, two test images and a box; see the mixed input, A, Y and both
+  heads' predictions update live.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+import torch.nn.functional as F
+from matplotlib.patches import Rectangle
+from torch import Tensor
+
+HEAT = "magma"
+
+
+def _show(ax, image: Tensor, title: str = "") -> None:
+    """(C,H,W) in [0,1] -> an axis without ticks."""
+    img = image.permute(1, 2, 0).clamp(0, 1).cpu().numpy()
+    ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None)
+    ax.set_title(title, fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _heat(ax, image: Tensor, heat: Tensor, title: str = "", vmax: float | None = None) -> None:
+    """A (Ho,Wo) map, upsampled bilinearly to the image and drawn over its grayscale version (0..vmax)."""
+    _show(ax, image.mean(0, keepdim=True).expand(3, -1, -1) * 0.6, title)
+    up = F.interpolate(heat[None, None].float(), size=image.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+    ax.imshow(up.cpu().numpy(), cmap=HEAT, alpha=0.6, vmin=0, vmax=vmax)
+
+
+def _box(ax, box: tuple[int, int, int, int] | None, color: str = "cyan") -> None:
+    """Outline a (y0, y1, x0, x1) half-open pixel box."""
+    if box is not None and box[1] > box[0] and box[3] > box[2]:
+        y0, y1, x0, x1 = box
+        ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, color=color, lw=1.5))
+
+
+def cutmix_grid(images: Tensor, labels: Tensor, mix, class_names: Sequence[str], denormalize, n: int = 8):
+    """The first ``n`` images of a CutMix batch (``saol_core.cutmix.CutMixBatch``) with the box drawn.
+
+    images: (B,C,H,W) clean normalized batch; labels: (B,). Titles: original class x lambda + pasted
+    class x (1 - lambda), the label mix the losses use.
+    """
+    n = min(n, images.shape[0])
+    shown = denormalize(mix.images[:n])
+    fig, axes = plt.subplots(1, n, figsize=(1.6 * n, 2.0), squeeze=False)
+    for i, ax in enumerate(axes[0]):
+        if mix.applied:
+            j = int(mix.perm[i])
+            title = (f"{class_names[int(labels[i])]} {mix.lam:.2f}\n"
+                     f"+ {class_names[int(labels[j])]} {1 - mix.lam:.2f}")
+        else:
+            title = f"{class_names[int(labels[i])]}\n(not mixed)"
+        _show(ax, shown[i], title)
+        _box(ax, mix.box if mix.applied else None)
+    fig.suptitle(f"CutMix batch: lambda = {mix.lam:.2f} of the original image", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(history: pd.DataFrame | list[dict], facet: str | None = None):
+    """Training loss and test top-1 of each head per epoch, a line of panels per ``facet`` value.
+
+    history: metrics.jsonl lines of one run, or the long frame of ``saol_core.study.histories``
+    (columns run, row, variant, seed): lines are then per variant (and head), seeds averaged (± sd band).
+    """
+    df = pd.DataFrame(history)
+    heads = {"saol_top1": "SAOL", "gap_top1": "GAP-FC"}
+    keep = [c for c in df if c not in heads]
+    test = df.melt(id_vars=keep, value_vars=[c for c in heads if c in df], var_name="head",
+                   value_name="top1").dropna(subset=["top1"])
+    test["head"] = test["head"].map(heads)
+    by_variant = "variant" in df
+    test["series"] = test["variant"] + " · " + test["head"] if by_variant else test["head"]
+    facets = list(dict.fromkeys(df[facet])) if facet else [None]
+    marker = "o" if df["epoch"].nunique() < 20 else None
+    with sns.axes_style("whitegrid"):
+        fig, axes = plt.subplots(len(facets), 2, figsize=(10, 3.2 * len(facets)), squeeze=False)
+        for (ax_loss, ax_acc), value in zip(axes, facets):
+            part = df if value is None else df[df[facet] == value]
+            test_part = test if value is None else test[test[facet] == value]
+            sns.lineplot(part, x="epoch", y="train_loss", hue="variant" if by_variant else None,
+                         hue_order=sorted(df["variant"].unique()) if by_variant else None,
+                         errorbar="sd", marker=marker, ax=ax_loss)
+            sns.lineplot(test_part, x="epoch", y="top1", hue="series", hue_order=sorted(test["series"].unique()),
+                         errorbar="sd", marker=marker, ax=ax_acc)
+            where = "" if value is None else f" — {value}"
+            ax_loss.set(title=f"training loss (Eq. 7 total){where}", ylabel="loss")
+            ax_acc.set(title=f"test top-1 of each head{where}", ylabel="top-1 (%)")
+            for ax in (ax_loss, ax_acc):
+                ax.xaxis.get_major_locator().set_params(integer=True)
+                if ax.get_legend() is not None:
+                    ax.legend(fontsize=7, title=None)
+    fig.tight_layout()
+    return fig
+
+
+@dataclass
+class Maps:
+    """SAOL's outputs for a batch (CPU): the pieces of Fig. 5 and the explorer."""
+    saol_probs: Tensor | None   # (B,K)
+    gap_probs: Tensor | None    # (B,K)
+    attention: Tensor | None    # (B,Ho,Wo) A, sums to 1
+    spatial: Tensor | None      # (B,K,Ho,Wo) Y, sums to 1 over K
+
+
+@torch.no_grad()
+def saol_maps(model, images: Tensor) -> Maps:
+    out = model.eval()(images)
+    return Maps(None if out.saol_log_probs is None else out.saol_log_probs.exp(),
+                None if out.gap_logits is None else out.gap_logits.softmax(1),
+                out.attention, None if out.spatial_log_probs is None else out.spatial_log_probs.exp())
+
+
+def _top2(maps: Maps, i: int) -> list[int]:
+    probs = maps.saol_probs if maps.saol_probs is not None else maps.gap_probs
+    return probs[i].topk(2).indices.tolist()
+
+
+def attention_maps(model, images: Tensor, titles: Sequence[str], class_names: Sequence[str], denormalize,
+                   boxes: Sequence[tuple[int, int, int, int] | None] | None = None):
+    """Paper Fig. 5, a line per image: input (box drawn if given), A, then Y_k and A (.) Y_k of SAOL's
+    top-2 classes. Y is drawn on its [0, 1] scale; A and A (.) Y from 0 to the image's max of A.
+
+    images: (B,C,H,W) normalized (e.g. CutMix-ed); titles: one per image (e.g. its true classes).
+    """
+    maps = saol_maps(model, images)
+    if maps.attention is None:
+        raise ValueError("attention_maps needs a model with a SAOL head (model.heads=saol or saol+gap)")
+    shown = denormalize(images)
+    b = images.shape[0]
+    fig, axes = plt.subplots(b, 6, figsize=(9.6, 1.8 * b), squeeze=False)
+    for i in range(b):
+        k1, k2 = _top2(maps, i)
+        p, a = maps.saol_probs[i], maps.attention[i]
+        _show(axes[i, 0], shown[i], titles[i])
+        _box(axes[i, 0], boxes[i] if boxes else None)
+        _heat(axes[i, 1], shown[i], a, f"attention A (max {a.max():.3f})", vmax=float(a.max()))
+        for col, k in ((2, k1), (3, k2)):
+            _heat(axes[i, col], shown[i], maps.spatial[i, k], f"Y[{class_names[k]}], p={p[k]:.2f}", vmax=1.0)
+        for col, k in ((4, k1), (5, k2)):
+            _heat(axes[i, col], shown[i], a * maps.spatial[i, k], f"A*Y[{class_names[k]}]", vmax=float(a.max()))
+    fig.tight_layout()
+    return fig
+
+
+def paste(images: Tensor, i: int, j: int, box: tuple[int, int, int, int]) -> Tensor:
+    """(1,C,H,W): image ``i`` with the (y0, y1, x0, x1) box region of image ``j`` pasted in (CutMix)."""
+    y0, y1, x0, x1 = box
+    mixed = images[i:i + 1].clone()
+    mixed[:, :, y0:y1, x0:x1] = images[j:j + 1, :, y0:y1, x0:x1]
+    return mixed
+
+
+def results_plot(summary: pd.DataFrame):
+    """Ours (mean ± std over seeds) and the paper's number per row, one panel per table column; panels
+    share the accuracy axis when all values lie within 10 points.
+
+    summary: ``saol_core.study.summarize`` output (the first metric of each column is plotted).
+    """
+    df = summary.drop_duplicates(["row", "column"])  # first metric of each cell
+    columns = list(dict.fromkeys(df["column"]))
+    values = pd.concat([df["mean"], df["paper"]]).astype(float).dropna()
+    share = len(values) > 0 and values.max() - values.min() <= 10
+    with sns.axes_style("whitegrid"):
+        fig, axes = plt.subplots(1, len(columns), figsize=(3.4 * len(columns), 0.42 * df["row"].nunique() + 1.4),
+                                 sharey=True, sharex=share, squeeze=False)
+        for ax, column in zip(axes[0], columns):
+            part = df[df.column == column]
+            y = np.arange(len(part))
+            ax.errorbar(part["mean"].astype(float), y, xerr=part["std"].astype(float).fillna(0), fmt="o",
+                        color="C0", label="ours (mean ± std)", capsize=3)
+            if part["paper"].notna().any():
+                ax.scatter(part["paper"].astype(float), y, marker="x", color="C3", label="paper", zorder=3)
+            ax.set_yticks(y, part["label"], fontsize=8)
+            ax.set_title(column, fontsize=9)
+            ax.set_xlabel(part["metric"].iloc[0] + " (%)")
+        axes[0, 0].invert_yaxis()
+        axes[0, -1].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path
+
+
+def examples(cfg, n: int = 8, split: str = "test"):
+    """(images (n,C,H,W) normalized, labels (n,), DataBundle): the first ``n`` images of a run's
+    ``split`` (train: the first batch of epoch 0, augmented as in training) on the CPU."""
+    from .data import build_data
+    data = build_data(cfg.data, seed=cfg.seed, batch_size=min(n, cfg.train.batch_size), device="cpu",
+                      eval_batch_size=n)
+    loader = data.train if split == "train" else data.test
+    images, labels, _ = next(iter(loader.epoch(0)))
+    return images[:n], labels[:n], data
+
+
+def cutmix_example(cfg, n: int = 8):
+    """``cutmix_grid`` of a training batch of ``cfg``'s data, mixed with CutMix (p = 1, the run's beta)."""
+    from .cutmix import cutmix
+    images, labels, data = examples(cfg, n, "train")
+    mix = cutmix(images, 1.0, cfg.loss.cutmix_beta, torch.Generator().manual_seed(cfg.seed))
+    return cutmix_grid(images, labels, mix, data.class_names, data.denormalize, n)
+
+
+def fig5(run_dir: str | Path, n: int = 4, which: str = "last"):
+    """Paper Fig. 5 for a trained run: the first ``n`` test images, each CutMix-ed with the next one
+    (a centred box of half the side), through ``attention_maps``."""
+    from .train import load_run
+    model, cfg = load_run(run_dir, which)
+    images, labels, data = examples(cfg, n + 1)
+    s = images.shape[-1]
+    box = (s // 4, s // 4 + s // 2, s // 4, s // 4 + s // 2)
+    mixed = torch.cat([paste(images, i, i + 1, box) for i in range(n)])
+    names = data.class_names
+    titles = [f"{names[int(labels[i])]} + {names[int(labels[i + 1])]} (box)" for i in range(n)]
+    return attention_maps(model, mixed, titles, names, data.denormalize, boxes=[box] * n)
+
+
+def explorer(run_dirs: Sequence[str | Path], n_images: int = 64):
+    """ipywidgets explorer over trained runs: choose a run folder (its best checkpoint), two test images
+    and a box; shows the CutMix-ed input, A, Y and A (.) Y for SAOL's top-2 classes, and both heads'
+    top-3 predictions, redrawn on every change."""
+    import ipywidgets as w
+
+    from .train import load_run
+
+    run_dirs = [str(r) for r in run_dirs]
+    if not run_dirs:
+        raise ValueError("explorer needs at least one run folder with a checkpoint")
+    cache: dict[str, tuple] = {}
+
+    def load(run_dir: str):
+        if run_dir not in cache:
+            model, cfg = load_run(run_dir, "best" if (Path(run_dir) / "best.pt").exists() else "last")
+            images, labels, data = examples(cfg, n_images)
+            cache[run_dir] = (model, images, labels, data)
+        return cache[run_dir]
+
+    size = load(run_dirs[0])[1].shape[-1]
+    run = w.Dropdown(options=run_dirs, description="run", layout=w.Layout(width="95%"))
+    img_a = w.IntSlider(0, 0, n_images - 1, description="image")
+    img_b = w.IntSlider(1, 0, n_images - 1, description="pasted")
+    rows = w.IntRangeSlider(value=(size // 4, size // 2), min=0, max=size, description="box rows")
+    cols = w.IntRangeSlider(value=(size // 4, size // 2), min=0, max=size, description="box cols")
+
+    def draw(run_dir, a, b, ys, xs):
+        model, images, labels, data = load(run_dir)
+        a, b = min(a, len(images) - 1), min(b, len(images) - 1)
+        box = (ys[0], ys[1], xs[0], xs[1])
+        mixed = paste(images, a, b, box)
+        maps = saol_maps(model, mixed)
+        names = data.class_names
+        area = (ys[1] - ys[0]) * (xs[1] - xs[0]) / size ** 2
+        lines = [f"{names[int(labels[a])]} x {1 - area:.2f} + {names[int(labels[b])]} x {area:.2f}"]
+        for head, probs in (("SAOL", maps.saol_probs), ("GAP-FC", maps.gap_probs)):
+            if probs is not None:
+                top = probs[0].topk(3)
+                lines.append(f"{head}: " + ", ".join(f"{names[k]} {p:.2f}" for p, k in
+                                                     zip(top.values.tolist(), top.indices.tolist())))
+        print("\n".join(lines))
+        if maps.attention is None:
+            fig, ax = plt.subplots(figsize=(2.2, 2.2))
+            _show(ax, data.denormalize(mixed)[0], "input (GAP-FC model: no maps)")
+            _box(ax, box)
+        else:
+            fig = attention_maps(model, mixed, [lines[0]], names, data.denormalize, boxes=[box])
+        plt.show()
+
+    out = w.interactive_output(draw, {"run_dir": run, "a": img_a, "b": img_b, "ys": rows, "xs": cols})
+    return w.VBox([run, w.HBox([img_a, img_b]), w.HBox([rows, cols]), out])
+
+
+def costs_plot(costs: pd.DataFrame, speed: pd.DataFrame):
+    """GMACs (from ``saol_core.macs``) and measured training images/s per backbone, hue = heads.
+
+    costs: columns backbone, heads, GMACs; speed: columns backbone, heads, "train img/s".
+    """
+    with sns.axes_style("whitegrid"):
+        fig, (ax_macs, ax_speed) = plt.subplots(1, 2, figsize=(10, 0.5 * costs["backbone"].nunique() + 1.8))
+        sns.barplot(costs.drop_duplicates(["backbone", "heads"]), y="backbone", x="GMACs", hue="heads", ax=ax_macs)
+        sns.barplot(speed, y="backbone", x="train img/s", hue="heads", ax=ax_speed)
+        ax_macs.set(title="multiply-accumulates per image", ylabel="")
+        ax_speed.set(title="measured training throughput", ylabel="")
+    fig.tight_layout()
+    return fig
+
+
+def saol_runs(folder: str | Path) -> list[str]:
+    """Run folders under ``folder`` that hold a checkpoint of a model with a SAOL head (sorted)."""
+    import yaml
+    found = []
+    for best in sorted(Path(folder).glob("*/best.pt")):
+        heads = yaml.safe_load((best.parent / "config.yaml").read_text())["model"]["heads"]
+        if "saol" in heads:
+            found.append(str(best.parent))
+    return found

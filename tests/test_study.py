@@ -1,0 +1,268 @@
+"""saol_core.study: grid expansion, override order, skip-finished, failure reporting, table numbers.
+
+The runner tests execute tiny stand-in notebooks (a few seconds of kernel start each); everything else
+runs on fake run folders.
+"""
+import json
+import math
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from saol_core import study as st
+from saol_core.config import ConfigError, make_config, parse_overrides
+from saol_core.study.report import _mean_std
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_yaml(path: Path, tree: dict) -> Path:
+    path.write_text(yaml.safe_dump(tree, sort_keys=False))
+    return path
+
+
+def make_study(tmp_path: Path, **study) -> Path:
+    """A digits study file extending the project's default params, with ``study`` replacing its section."""
+    spec = {"seeds": [0, 1], "rows": [{"name": "a", "label": "Row A", "set": {"optim.lr": 0.2}},
+                                      {"name": "b", "set": {"optim.lr": 0.3}}],
+            "variants": [{"name": "gap", "set": {"model.heads": "gap", "loss.w_sd": 0.0}},
+                         {"name": "saol", "set": {"model.heads": "saol+gap", "optim.lr": 0.05}}],
+            "columns": [{"label": "GAP-FC", "variant": "gap", "metric": "gap_top1"},
+                        {"label": "SAOL", "variant": "saol", "metric": "saol_top1", "delta_to": "GAP-FC"}]}
+    spec.update(study)
+    return write_yaml(tmp_path / "study.yaml", {"extends": str(ROOT / "params/default.yaml"), "name": "t",
+                                                "study": spec})
+
+
+def test_expand_grid_order_and_override_precedence(tmp_path):
+    overlay = write_yaml(tmp_path / "overlay.yaml", {"train": {"epochs": 1}, "optim": {"weight_decay": 0.0}})
+    path = make_study(tmp_path, set={"optim.weight_decay": 0.1, "train.batch_size": 16},
+                      overlay=str(overlay), grid={"model.head_channels": [8, 16]})
+    study = st.load_study(path)
+    runs = st.expand(study, extra=["train.threads=1"])
+    assert len(runs) == 2 * 2 * 2 * 2  # rows x grid x variants x seeds
+    assert [r.name for r in runs[:3]] == ["a_head_channels8-gap-s0", "a_head_channels8-gap-s1",
+                                          "a_head_channels8-saol-s0"]
+    by_name = {r.name: make_config(path, r.overrides) for r in runs}
+    cfg = by_name["b_head_channels16-saol-s1"]
+    assert (cfg.seed, cfg.name, cfg.model.head_channels) == (1, "b_head_channels16-saol-s1", 16)
+    assert cfg.optim.lr == 0.05           # variant set beats row set
+    assert cfg.optim.weight_decay == 0.0  # overlay beats study set
+    assert cfg.train.batch_size == 16 and cfg.train.epochs == 1 and cfg.train.threads == 1
+    assert by_name["b_head_channels8-gap-s0"].optim.lr == 0.3  # row set beats the file
+    assert study.rows[0].label == "Row A (head_channels=8)"
+    assert [r.name for r in st.expand(study, only=["a_*-saol-s1"])] == [
+        "a_head_channels8-saol-s1", "a_head_channels16-saol-s1"]
+
+
+def test_a_bare_grid_gets_one_run_per_combination_and_a_top1_column(tmp_path):
+    path = write_yaml(tmp_path / "sweep.yaml", {"name": "sweep", "study": {"grid": {"optim.lr": [0.05, 0.2]}}})
+    study = st.load_study(path)
+    assert [r.name for r in st.expand(study)] == ["sweep_lr0.05-run-s0", "sweep_lr0.2-run-s0"]
+    assert [(c.variant, c.metric) for c in study.columns] == [("run", ["top1"])]
+    assert [make_config(path, r.overrides).optim.lr for r in st.expand(study)] == [0.05, 0.2]
+
+
+def test_recipe_rows_change_only_what_differs(tmp_path):
+    recipe = write_yaml(tmp_path / "recipe.yaml", {"source": "recipe X", "data": {"dataset": "cifar100"},
+                                                   "optim": {"lr": 0.7, "momentum": 0.9},
+                                                   "train": {"epochs": 3}})
+    path = make_study(tmp_path, rows=[{"name": "r", "recipe": str(recipe)}])
+    run = st.expand(st.load_study(path))[0]
+    cfg = make_config(path, run.overrides)
+    assert (cfg.optim.lr, cfg.train.epochs, cfg.data.dataset) == (0.7, 3, "digits")  # data stays the study's
+    assert not any(o.startswith("optim.momentum=") for o in run.overrides)  # same as the file: not repeated
+    assert cfg.source.endswith("; recipe X")
+
+
+@pytest.mark.parametrize("value", ["saol+gap", "null", "", "a: b", "0.5", None, 0.5, 3, True, [0, 1, 2],
+                                   "SAOL.md §5"])
+def test_override_text_reads_back_unchanged(value):
+    text = st.spec._fmt(value)
+    assert parse_overrides([f"x.y={text}"]) == {"x": {"y": value}}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"colour": 1}, "unknown study keys"),
+    ({"columns": [{"label": "X", "variant": "nope"}]}, "names variant 'nope'"),
+    ({"paper": {"a": [1.0]}}, "study.paper['a']"),
+    ({"delta_row": "zz"}, "delta_row"),
+    ({"variants": [{"name": "bad name"}]}, "name of letters"),
+    ({"seeds": "0"}, "study.seeds"),
+])
+def test_bad_study_sections_name_the_problem(tmp_path, change, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        st.load_study(make_study(tmp_path, **change))
+
+
+def test_every_shipped_study_expands_into_valid_configs():
+    files = sorted((ROOT / "params").glob("*.yaml")) + sorted((ROOT / "params/smoke").glob("table*.yaml"))
+    assert len(files) >= 15
+    for path in files:
+        study = st.load_study(path)
+        runs = st.expand(study)
+        assert len({r.name for r in runs}) == len(runs) == len(study.rows) * len(study.variants) * len(study.seeds)
+        for run in runs:
+            cfg = make_config(path, run.overrides)
+            if "smoke" in path.parts:  # the overlay makes every smoke run tiny and offline
+                assert (cfg.data.dataset, cfg.model.backbone, cfg.train.device) == ("digits", "resnet20", "cpu")
+
+
+def test_paper_numbers_match_the_printed_deltas():
+    """Tables 1-2 print SAOL and SD GAP-FC as (delta to GAP-FC): recompute them from the transcription."""
+    printed = {"table1_cifar10": [0.53, 0.51, 0.33, 0.33, 0.61, 0.59, 0.29, 0.28, 1.61, 1.49, 0.44, 0.40,
+                                  -0.18, -0.14, 0.44, 0.36, 0.20, 0.18, 0.36, 0.35],
+               "table2_cifar100": [1.77, 1.45, 1.32, 0.83, 0.76, 1.03, 1.30, 1.30, 1.29, 1.37, 0.08, 0.00,
+                                   -0.89, -1.48, 0.70, 0.35, 0.29, 0.52, 0.76, 0.84]}
+    for name, deltas in printed.items():
+        study = st.load_study(ROOT / f"params/{name}.yaml")
+        ours = [round(study.paper[r.name][j][0] - study.paper[r.name][0][0], 2)
+                for r in study.rows for j in (1, 2)]
+        assert ours == deltas, name
+
+
+def fake_run(runs_dir: Path, name: str, final: dict | None, history: list[dict] = ()) -> None:
+    folder = runs_dir / name
+    folder.mkdir(parents=True)
+    if final is not None:
+        (folder / "summary.json").write_text(json.dumps({"finished": True, "final": final, "wall_time_s": 1.0,
+                                                         "images_per_s": 10.0}))
+    else:
+        (folder / "checkpoint.pt").write_bytes(b"")  # interrupted: resumable
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+
+
+def test_table_numbers_mean_std_delta_by_hand(tmp_path):
+    path = make_study(tmp_path, seeds=[0, 1, 2], paper={"a": [90.0, 91.5], "b": [80.0, None]}, delta_row="a")
+    study = st.load_study(path)
+    runs_dir = tmp_path / "out/runs"
+    gap = {"a": [90.0, 91.0, 95.0], "b": [70.0, 72.0, None]}          # b-gap-s2 is unfinished
+    saol = {"a": [93.0, 93.0, 96.0], "b": [71.0, 75.0, 79.0]}
+    for row in ("a", "b"):
+        for seed in range(3):
+            fake_run(runs_dir, f"{row}-gap-s{seed}", None if gap[row][seed] is None else {"gap_top1": gap[row][seed]},
+                     [{"epoch": 1, "train_loss": 2.0, "gap_top1": 10.0}])
+            fake_run(runs_dir, f"{row}-saol-s{seed}", {"saol_top1": saol[row][seed], "gap_top1": 1.0})
+    results = st.collect(study, tmp_path / "out")
+    assert dict(results.status.value_counts()) == {"finished": 11, "partial": 1}
+    summary = st.summarize(study, results).set_index(["row", "column"])
+    cell = summary.loc[("a", "GAP-FC")]
+    assert cell.n == 3 and cell["mean"] == pytest.approx(92.0)
+    assert cell["std"] == pytest.approx(math.sqrt(((90 - 92) ** 2 + (91 - 92) ** 2 + (95 - 92) ** 2) / 2))
+    assert math.isnan(cell.delta)                                  # the reference cell itself
+    b_gap = summary.loc[("b", "GAP-FC")]
+    assert b_gap.n == 2 and b_gap["mean"] == pytest.approx(71.0)   # the partial run is left out
+    assert b_gap.delta == pytest.approx(71.0 - 92.0)               # delta_row a, same column
+    assert b_gap.paper_delta == pytest.approx(80.0 - 90.0)
+    b_saol = summary.loc[("b", "SAOL")]
+    assert b_saol.delta == pytest.approx(75.0 - 92.0)              # delta_to GAP-FC of row a
+    assert math.isnan(b_saol.paper_delta)                          # no paper number there
+    md = st.table_markdown(study, st.summarize(study, results))
+    assert "| Row A | 92.00 ± 2.65 [n=3] | 90.00 | 94.00 ± 1.73 (+2.00) [n=3] | 91.50 (+1.50) |" in md
+    assert "| b | 71.00 ± 1.41 (-21.00) [n=2] | 80.00 (-10.00) | 75.00 ± 4.00 (-17.00) [n=3] | — |" in md
+    report = st.write_report(study, tmp_path / "out", st.summarize(study, results), results, {})
+    assert "11/12 runs finished" in report.read_text()
+    assert (tmp_path / "out/table.md").read_text().count("\n|") == 4
+    assert len(st.histories(tmp_path / "out", results)) == 6
+
+
+def test_mean_std_edge_cases():
+    assert _mean_std([]) == (None, None)
+    assert _mean_std([3.0]) == (3.0, None)
+    assert _mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2.0)))
+
+
+def stand_in_notebook(path: Path) -> Path:
+    """A training-notebook stand-in: writes a finished summary, or raises for model.backbone=bad."""
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                           "language": "python"}})
+    params = nbformat.v4.new_code_cell('PARAMS = ""\nOVERRIDES = []\nOUT_DIR = ""')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(
+        "import json, pathlib\n"
+        "o = dict(x.split('=', 1) for x in OVERRIDES)\n"
+        "run = pathlib.Path(OUT_DIR) / o['name']\n"
+        "run.mkdir(parents=True, exist_ok=True)\n"
+        "(run / 'executed').write_text('yes')"),
+        nbformat.v4.new_code_cell("if o.get('model.backbone') == 'resnet56':\n    raise RuntimeError('boom')"),
+        nbformat.v4.new_code_cell(
+        "(run / 'summary.json').write_text(json.dumps({'finished': True, 'final': {'gap_top1': 50.0}}))")]
+    nbformat.write(nb, str(path))
+    return path
+
+
+def test_runner_skips_finished_reports_failures_and_goes_on(tmp_path, capsys):
+    notebook = stand_in_notebook(tmp_path / "train.ipynb")
+    path = make_study(tmp_path, seeds=[0], notebook=str(notebook),
+                      rows=[{"name": "ok"}, {"name": "bad", "set": {"model.backbone": "resnet56"}}],
+                      variants=[{"name": "gap", "set": {"model.heads": "gap", "loss.w_sd": 0.0}}],
+                      columns=[{"label": "GAP-FC", "variant": "gap", "metric": "gap_top1"}])
+    out = tmp_path / "out"
+    fake_run(out / "runs", "done-gap-s0", {"gap_top1": 1.0})
+    study = st.load_study(path)
+    study.rows.insert(0, st.Row("done", "done"))
+    failures = st.run_study(study, out, table=False)
+    assert (out / "runs/ok-gap-s0/summary.json").exists() and (out / "runs/ok-gap-s0/train.ipynb").exists()
+    assert not (out / "runs/done-gap-s0/executed").exists()              # finished: skipped
+    assert (out / "runs/bad-gap-s0/executed").exists()                   # ran up to the failing cell
+    assert list(failures) == ["bad-gap-s0"]
+    report = failures["bad-gap-s0"]
+    assert "RuntimeError: boom" in report and "bad-gap-s0/train.ipynb" in report
+    assert "failing cell In [4]: if o.get('model.backbone') == 'resnet56':" in report  # the failing cell, as numbered there
+    printed = capsys.readouterr()
+    assert "FAILED bad-gap-s0" in printed.out + printed.err
+    # the CLI exits non-zero while a run fails; the finished ones are not re-run
+    (out / "runs/ok-gap-s0/executed").unlink()
+    assert st.main([str(path), "--out", str(out), "--no-table"]) == 1
+    assert not (out / "runs/ok-gap-s0/executed").exists()
+
+
+def test_finished_run_with_changed_params_is_stale_and_reported(tmp_path):
+    notebook = stand_in_notebook(tmp_path / "train.ipynb")
+    path = make_study(tmp_path, seeds=[0], notebook=str(notebook), rows=[{"name": "a"}],
+                      variants=[{"name": "gap", "set": {"model.heads": "gap", "loss.w_sd": 0.0}}],
+                      columns=[{"label": "GAP-FC", "variant": "gap", "metric": "gap_top1"}])
+    study = st.load_study(path)
+    run = st.expand(study)[0]
+    runs_dir = tmp_path / "out/runs"
+    fake_run(runs_dir, run.name, {"gap_top1": 1.0})
+    saved = make_config(path, run.overrides + ["optim.lr=0.123", "train.device=cuda"]).to_dict()
+    (runs_dir / run.name / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert st.changed_keys(study, run, runs_dir) == ["optim.lr"]  # device: an execution setting
+    assert st.run_status(study, run, runs_dir) == "stale"
+    failures = st.run_study(study, tmp_path / "out", table=False)
+    assert "optim.lr" in failures[run.name] and not (runs_dir / run.name / "executed").exists()
+    assert st.collect(study, tmp_path / "out").status.tolist() == ["stale"]  # not in the table
+
+
+def test_unknown_notebook_parameter_is_a_failure(tmp_path):
+    notebook = stand_in_notebook(tmp_path / "train.ipynb")
+    error = st.execute(notebook, tmp_path / "x.ipynb", {"NOPE": 1})
+    assert "NOPE" in error and not (tmp_path / "x.ipynb").exists()
+
+
+def test_clean_notebook_strips_execution_metadata(tmp_path):
+    nb = nbformat.v4.new_notebook(metadata={"papermill": {"duration": 1.0}, "widgets": {},
+                                            "language_info": {"name": "python", "version": "3.11.9"}})
+    cell = nbformat.v4.new_code_cell("1")
+    cell.metadata.update({"papermill": {"duration": 0.1}, "execution": {"iopub.status.busy": "x"},
+                          "tags": ["parameters"]})
+    nb.cells = [cell]
+    nbformat.write(nb, str(tmp_path / "n.ipynb"))
+    st.clean_notebook(tmp_path / "n.ipynb")
+    clean = nbformat.read(str(tmp_path / "n.ipynb"), as_version=4)
+    assert dict(clean.metadata) == {"language_info": {"name": "python"}}
+    assert dict(clean.cells[0].metadata) == {"tags": ["parameters"]}
+
+
+def test_committed_notebooks_are_clean_and_parameterized():
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        nb = nbformat.read(str(path), as_version=4)
+        assert "papermill" not in nb.metadata, path.name
+        assert all("papermill" not in c.metadata and "execution" not in c.metadata for c in nb.cells), path.name
+        first_code = next(c for c in nb.cells if c.cell_type == "code")
+        assert first_code.metadata.get("tags") == ["parameters"], path.name
+        names = st.runner.notebook_parameters(path)
+        assert names and all(n.isupper() for n in names), path.name
