@@ -1,0 +1,163 @@
+"""Numeric tests of the WSOL study glue (saol_core/localize.py): GMACs per method recounted by hand,
+the Table 7 assembly, predicted boxes, the full-backward Grad-CAM, and the fine-tune path."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import saol_core.train as train_mod
+from saol_core import localize
+from saol_core.config import ModelConfig
+from saol_core.model import build_model
+from saol_core.runs import RunFolder
+from saol_core.wsol import localization_maps
+
+TINY = ["model.backbone=resnet20", "model.head_channels=8", "data.image_size=32", "data.train_size=64",
+        "data.test_size=32", "train.batch_size=32", "train.epochs=1", "train.max_steps=2", "train.device=cpu",
+        "train.threads=2", "train.progress=false", "loss.cutmix_prob=1.0"]
+
+
+def conv(c_in, c_out, k, hw):
+    return c_in * c_out * k * k * hw * hw
+
+
+def resnet20_macs(size, last_stride=2):
+    """Convs of the CIFAR ResNet-20 (option-A shortcuts: no shortcut convs) at size x size input."""
+    s2, s3 = size // 2, size // 2 // last_stride
+    return (conv(3, 16, 3, size) + 6 * conv(16, 16, 3, size)
+            + conv(16, 32, 3, s2) + 5 * conv(32, 32, 3, s2)
+            + conv(32, 64, 3, s3) + 5 * conv(64, 64, 3, s3)), s3
+
+
+@pytest.mark.parametrize("output_stride", [None, 2])
+def test_method_gmacs_recounted_by_hand(output_stride):
+    k, mid, size = 10, 16, 32
+    cfg = ModelConfig(backbone="resnet20", heads="saol+gap", head_channels=mid, mask_head=True,
+                      output_stride=output_stride, pretrained="/nonexistent/weights.pth")
+    backbone, hw = resnet20_macs(size, last_stride=2 if output_stride is None else 1)
+    gap = backbone + 64 * k
+    saol = (backbone + conv(64, mid, 3, hw) + conv(mid, 1, 1, hw)             # attention branch
+            + conv(16 + 32 + 64, mid, 3, hw) + conv(3 * mid, k, 1, hw))       # 3 taps, classifier
+    got = localize.method_gmacs(cfg, k, size)   # mask head and pretrained file play no part
+    assert got == {"saol": pytest.approx(saol / 1e9, abs=0), "cam": pytest.approx(gap / 1e9, abs=0),
+                   "gradcam": pytest.approx(gap / 1e9, abs=0)}
+
+
+def fake_results(kind_offset):
+    keys = ["top1_loc", "gt_known_loc", "top1_loc_best", "gt_known_loc_best", "max_box_acc",
+            "max_box_acc_v2", "threshold", "best_threshold", "top1_cls"]
+    return {k: kind_offset + i for i, k in enumerate(keys)}
+
+
+@pytest.mark.parametrize("threshold", [None, 0.3])
+def test_table7_takes_each_number_from_its_key(threshold):
+    results = {"gradcam": fake_results(200), "saol": fake_results(0), "cam": fake_results(100)}
+    gmacs = {"saol": 4.62, "cam": 4.09, "gradcam": 4.09}
+    table = localize.table7(results, gmacs, threshold)
+    assert list(table["method"]) == ["SAOL (A⊙Y_k)", "CAM", "Grad-CAM"]   # paper order, not dict order
+    for (kind, off), (_, row) in zip([("saol", 0), ("cam", 100), ("gradcam", 200)], table.iterrows()):
+        best = threshold is None
+        assert row["Top-1 Loc"] == off + (2 if best else 0)
+        assert row["GT-known Loc"] == off + (3 if best else 1)
+        assert row["threshold"] == off + (7 if best else 6)
+        assert (row["MaxBoxAcc"], row["MaxBoxAccV2"], row["top-1 cls"]) == (off + 4, off + 5, off + 8)
+        assert row["GMACs"] == gmacs[kind] and row["backward"] == (kind == "gradcam")
+    paper = table.set_index("method")
+    assert paper.loc["SAOL (A⊙Y_k)", ["paper CUB Top-1 Loc", "paper ImageNet Top-1 Loc", "paper GMACs"]].tolist() \
+        == [52.39, 45.01, 4.62]
+    assert paper.loc["CAM", ["paper CUB Top-1 Loc", "paper ImageNet Top-1 Loc", "paper GMACs"]].tolist() \
+        == [54.81, 47.25, 4.09]
+    assert all(math.isnan(v) for v in paper.loc["Grad-CAM", ["paper CUB Top-1 Loc", "paper GMACs"]])
+    scraps = localize.scraps(table)
+    assert scraps["cam_top1_loc"] == 100 + (2 if threshold is None else 0)
+    assert scraps["gradcam_max_box_acc_v2"] == 205 and scraps["saol_gmacs"] == 4.62
+    assert len(scraps) == 3 * len(localize.SCRAPS)
+
+
+def test_markdown_formats_numbers():
+    df = pd.DataFrame({"method": ["a"], "x": [1.23456], "GMACs": [0.0408], "backward": [True], "p": [float("nan")]})
+    assert localize.markdown(df).splitlines() == ["| method | x | GMACs | backward | p |", "|---|---|---|---|---|",
+                                                  "| a | 1.23 | 0.0408 | yes | - |"]
+
+
+def test_predicted_box_is_the_evaluators_largest_region_in_image_pixels():
+    maps = torch.zeros(2, 8, 8)
+    maps[0, 2:4, 4:7] = 1.0          # rows 2-3, cols 4-6
+    maps[1, 5:8, 0:2] = 2.0          # touches the bottom border
+    maps[1, 0, 0] = 1.0              # a smaller region
+    # eval_size = map size: bicubic resizing to the same size is the identity
+    boxes = localize.predicted_box(maps, 0.5, image_size=32, eval_size=8)
+    # wsolevaluation's extent: x1 = min(max_x + 1, W - 1); then x 32/8
+    np.testing.assert_array_equal(boxes, 4 * np.array([[4, 2, 7, 4], [0, 5, 2, 7]]))
+
+
+def test_full_backward_gradcam_gives_wsols_gradcam_maps():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(backbone="resnet20", heads="saol+gap", head_channels=8), 5).eval()
+    x = torch.randn(3, 3, 16, 16)
+    expected, _ = localization_maps(model, x, "gradcam")
+    torch.testing.assert_close(localize.gradcam_full_backward(model, x), expected, rtol=1e-5, atol=1e-7)
+
+
+class Stop(Exception):
+    pass
+
+
+def test_finetune_with_halved_stride_starts_from_the_trained_weights(tmp_path, monkeypatch):
+    model, cfg, summaries = localize.prepare(None, TINY + [f"out_dir={tmp_path}", "name=base"])
+    run = tmp_path / "base"
+    trained = torch.load(RunFolder(run).checkpoint, weights_only=False)["model"]
+    assert summaries["train"]["run_dir"] == str(run) and cfg.model.output_stride is None
+
+    # stop the fine-tuning run before its first step and look at the model it starts from
+    built = []
+    real_build = train_mod.build_model
+    monkeypatch.setattr(train_mod, "build_model", lambda *a, **k: built.append(real_build(*a, **k)) or built[-1])
+    monkeypatch.setattr(train_mod, "cutmix", lambda *a, **k: (_ for _ in ()).throw(Stop()))
+    with pytest.raises(Stop):
+        localize.prepare(None, run_dir=str(run), finetune_overrides=["model.output_stride=2"])
+    start = built[-1].state_dict()
+    assert start.keys() == trained.keys() and all(torch.equal(start[k], trained[k]) for k in trained)
+    # removing the last stage's stride leaves the first two stages' function unchanged
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        old, new = model.backbone(x), built[-1].eval().backbone(x)
+    for a, b in zip(old[:2], new[:2]):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert old[2].shape[-1] == 8 and new[2].shape[-1] == 16
+    monkeypatch.undo()
+
+    ft_model, ft_cfg, ft_summaries = localize.prepare(None, run_dir=str(run),
+                                                      finetune_overrides=["model.output_stride=2"])
+    assert ft_cfg.name == "base-ft" and ft_cfg.model.output_stride == 2
+    assert ft_cfg.train.init_from == str(run / "checkpoint.pt")
+    assert ft_summaries["finetune"]["run_dir"] == str(tmp_path / "base-ft")
+    for kind in ("saol", "cam", "gradcam"):
+        (before, _), (after, _) = localization_maps(model, x, kind), localization_maps(ft_model, x, kind)
+        assert before.shape[-2:] == (8, 8) and after.shape[-2:] == (16, 16)
+
+
+class Boxes:
+    """A loader-like object: epoch(0) yields (images, labels, indices) batches of 2."""
+
+    def __init__(self, n, size):
+        self.n, self.size = n, size
+
+    def epoch(self, epoch):
+        for start in range(0, self.n, 2):
+            idx = torch.arange(start, min(start + 2, self.n))
+            yield torch.zeros(len(idx), 3, self.size, self.size), torch.zeros(len(idx), dtype=torch.long), idx
+
+
+def test_center_baseline_finds_the_best_centred_box():
+    # 16 px images evaluated at 64 px: three centred boxes of half the side, one box in a corner
+    centred = np.array([[4.0, 4.0, 11.0, 11.0]])
+    boxes = [centred, centred, centred, np.array([[0.0, 0.0, 3.0, 3.0]])]
+    r = localize.center_baseline(Boxes(4, 16), boxes, eval_size=64)
+    assert r["gt_known_loc_best"] == 75.0 and r["max_box_acc"] == 75.0 and r["top1_cls"] == 0.0
+    assert localize.center_baseline(Boxes(4, 16), boxes, eval_size=64, max_batches=1)["max_box_acc"] == 100.0
+    table = localize.table7({"center": r}, {})
+    assert math.isnan(table.loc[0, "Top-1 Loc"]) and table.loc[0, "GT-known Loc"] == 75.0
+    assert "center_top1_loc" not in localize.scraps(table) and localize.scraps(table)["center_gmacs"] == 0.0
