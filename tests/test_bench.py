@@ -1,0 +1,169 @@
+"""Benchmark bookkeeping: ratios, repeats, FLOP fractions, the official host CutMix, report sections.
+
+No wall-clock assertion: ``timed`` is replaced by a script of known durations wherever numbers matter.
+"""
+import argparse
+
+import numpy as np
+import pytest
+import torch
+
+import saol_core.bench as bench
+from saol_core.cutmix import _randint, _uniform, cutmix, sample_beta
+
+
+def test_summarize_median_min_max():
+    s = bench.summarize([300.0, 100.0, 200.0, 400.0])
+    assert (s.median, s.min, s.max) == (250.0, 100.0, 400.0)
+    assert bench.summarize([5.0, 1.0, 3.0]).median == 3.0
+    with pytest.raises(ValueError):
+        bench.summarize([])
+
+
+def test_cost_ratio_is_median_of_paired_time_ratios():
+    assert bench.cost_ratio([80.0], [100.0]) == pytest.approx(1.25)   # 12.5 ms vs 10 ms per image
+    # per repeat: 100/200, 100/50, 30/20 -> [0.5, 2.0, 1.5] -> median 1.5 (ratio of medians would be 1.0)
+    assert bench.cost_ratio([200.0, 50.0, 20.0], [100.0, 100.0, 30.0]) == pytest.approx(1.5)
+    with pytest.raises(ValueError):
+        bench.cost_ratio([1.0, 2.0], [1.0])
+
+
+def test_flop_fraction_known_numbers():
+    # 0.25 GMACs x 2 FLOP x 3 passes x 100 img/s = 150 GFLOP/s of a 300 GFLOP/s peak
+    assert bench.flop_fraction(0.25e9, 100.0, 300e9, passes=3) == pytest.approx(0.5)
+    assert bench.flop_fraction(0.25e9, 100.0, 300e9, passes=1) == pytest.approx(1 / 6)
+
+
+def test_recipe_configs_follow_the_paper():
+    wrn = {r: bench.recipe_config("wrn40_2", r, batch_size=32) for r in bench.RECIPES}
+    assert [wrn[r].loss.cutmix_prob for r in bench.RECIPES] == [0.0, 0.5, 0.0, 0.5]
+    assert bench.recipe_config("resnet110", "full", batch_size=32).loss.cutmix_prob == 1.0
+    assert bench.recipe_config("wrn40_2", "full", batch_size=32, cutmix_prob=0.25).loss.cutmix_prob == 0.25
+    full = wrn["full"]
+    assert (full.model.heads, full.model.mask_head, full.loss.w_ss1, full.loss.w_ss2) == ("saol+gap", True, 1.0, 1.0)
+    assert (wrn["gap"].model.heads, wrn["saol"].model.heads, wrn["saol"].loss.w_ss2) == ("gap", "saol+gap", 0.0)
+    with pytest.raises(ValueError, match="choose one of"):
+        bench.recipe_config("wrn40_2", "mixup", batch_size=32)
+
+
+def _args(**kw):
+    base = dict(batch_size=4, cutmix_prob=None, bf16=False, channels_last=False, compile=False,
+                nondeterministic=False, mode="train", warmup=1, steps=1, repeats=3, e2e_images=32, e2e_repeats=3,
+                conventional_backbone="resnet20", workers=0)
+    return argparse.Namespace(**{**base, **kw})
+
+
+def test_repeats_are_interleaved_and_summarized(monkeypatch):
+    """Scripted durations: warm-ups first (one per recipe), then repeat-major, recipe-minor."""
+    recipes = ["gap", "gap+cutmix", "saol", "full"]
+    warm = [99.0] * len(recipes)
+    script = {"gap": [1.0, 2.0, 4.0], "gap+cutmix": [2.0, 2.0, 8.0], "saol": [1.0, 1.0, 1.0], "full": [4.0, 5.0, 6.0]}
+    order = warm + [script[r][i] for i in range(3) for r in recipes]
+    it = iter(order)
+
+    def fake_timed(fn, device):
+        fn()  # the real steps run (tiny), only the clock is scripted
+        return next(it)
+    monkeypatch.setattr(bench, "timed", fake_timed)
+    rows = bench.bench_backbone("resnet20", recipes, _args(), torch.device("cpu"), peak=1e9, num_classes=10)
+    assert next(it, None) is None
+    by = {r.recipe: r for r in rows}
+    for r in recipes:  # images/s = steps x batch / seconds
+        assert by[r].ips.values == [1 * 4 / s for s in script[r]]
+    assert by["gap"].ips.median == pytest.approx(4 / 2.0) and by["full"].ips.min == pytest.approx(4 / 6.0)
+    assert by["gap+cutmix"].mixed == "3/3" and by["full"].mixed == "3/3" and by["saol"].mixed == "-"
+    assert by["full"].macs > by["saol"].macs > by["gap"].macs == by["gap+cutmix"].macs
+    assert by["gap"].fraction == pytest.approx(by["gap"].macs * 2 * 3 * 2.0 / 1e9)
+    table = bench.rows_table(rows)
+    full_line = next(line for line in table.splitlines() if "| full |" in line)
+    # paired time ratios of full: vs gap [4, 2.5, 1.5] -> 2.5; vs gap+cutmix [2, 2.5, 0.75] -> 2.0
+    assert "| 2.500 | 2.000 |" in full_line
+    lines = bench.target_lines(rows, None)
+    assert lines == ["- resnet20: saol / gap = 0.500 (target <= 1.1): met",
+                     "- resnet20: full / gap+cutmix = 2.000 (target <= 1.35): MISSED"]
+
+
+def _official_draws_of(seed, beta, B, H, W):
+    """The numbers saol_core.cutmix draws from a generator seeded with ``seed`` (apply, lam0, cy, cx, perm)."""
+    g = torch.Generator().manual_seed(seed)
+    _uniform(g)
+    lam0 = sample_beta(beta, g)
+    cy, cx = _randint(H, g), _randint(W, g)
+    return lam0, cy, cx, torch.randperm(B, generator=g)
+
+
+@pytest.mark.parametrize("shape", [(5, 3, 32, 32), (4, 2, 12, 20)])
+@pytest.mark.parametrize("beta", [1.0, 0.4])
+def test_official_host_cutmix_matches_saol_cutmix_on_the_same_draws(shape, beta):
+    B, C, H, W = shape
+    images = torch.arange(B * C * H * W, dtype=torch.float32).reshape(shape)
+    for seed in range(25):
+        mix = cutmix(images, 1.0, beta, torch.Generator().manual_seed(seed))
+        lam0, cy, cx, perm = _official_draws_of(seed, beta, B, H, W)
+        host = images.clone()
+        # official naming: its "W" is dim 2, so its cx is our row centre cy
+        off = bench.official_paste(host, lam0, cx=cy, cy=cx, rand_index=perm)
+        assert off.images is host  # in place, as in the official loop
+        assert off.box == mix.box and off.lam == pytest.approx(mix.lam, abs=1e-12)
+        assert torch.equal(off.perm, mix.perm) and torch.equal(host, mix.images)
+        y0, y1, x0, x1 = off.box  # exactly the box changes in every image that got another's pixels
+        box = torch.zeros(H, W, dtype=torch.bool)
+        box[y0:y1, x0:x1] = True
+        changed = (host != images).any(1)
+        for b in range(B):
+            assert torch.equal(changed[b], box if perm[b] != b else torch.zeros_like(box))
+        assert off.lam == pytest.approx(1 - box.float().mean().item())
+
+
+def test_official_cutmix_probability_and_numpy_draw_order():
+    images = torch.randn(4, 3, 8, 8)
+    skipped = bench.official_cutmix(images.clone(), 0.0, 1.0, np.random.RandomState(0))
+    assert not skipped.applied and skipped.lam == 1.0 and skipped.perm is None
+    rng, ref = np.random.RandomState(3), np.random.RandomState(3)
+    torch.manual_seed(0)
+    out = bench.official_cutmix(images.clone(), 1.0, 1.0, rng)
+    ref.rand()
+    lam0 = ref.beta(1.0, 1.0)
+    torch.manual_seed(0)
+    want = bench.official_paste(images.clone(), lam0, ref.randint(8), ref.randint(8), torch.randperm(4))
+    assert out.box == want.box and out.lam == want.lam and torch.equal(out.images, want.images)
+
+
+def test_pipelines_ratio_from_scripted_epochs(monkeypatch):
+    it = iter([50.0, 50.0, 2.0, 1.0, 4.0, 1.0, 1.0, 1.5])  # warm-ups, then (conventional, resident) x 3
+
+    def fake_timed(fn, device):
+        fn()
+        return next(it)
+    monkeypatch.setattr(bench, "timed", fake_timed)
+    out = bench.bench_pipelines(_args(batch_size=16), torch.device("cpu"))
+    assert out["steps"] == 2 and out["images"] == 32 and out["augment"] == ["RandomCrop", "ToTensor", "Normalize"]
+    assert out["ips"]["conventional"].values == [16.0, 8.0, 32.0]
+    assert out["ips"]["resident"].values == [32.0, 32.0, 32.0 / 1.5]
+    assert out["ratio"] == pytest.approx(32.0 / 16.0)
+
+
+def test_report_update_keeps_other_sections(tmp_path):
+    path = tmp_path / "BENCHMARKS.md"
+    mark = bench.MARK.format
+    cpu = mark("CPU X | cmd a") + "\n## CPU X: `cmd a`\n\nold cpu table\n"
+    gpu = mark("H100 | cmd b") + "\n## H100: `cmd b`\n\ngpu table | with | pipes\n"
+    bench.update_report(path, "CPU X | cmd a", cpu)
+    bench.update_report(path, "H100 | cmd b", gpu)
+    text = path.read_text()
+    assert text.startswith(bench.HEADER.rstrip()) and text.index("old cpu") < text.index("gpu table")
+    new_cpu = mark("CPU X | cmd a") + "\n## CPU X: `cmd a`\n\nnew cpu table\n"
+    text = bench.update_report(path, "CPU X | cmd a", new_cpu)
+    assert "old cpu" not in text and text.count("new cpu table") == 1
+    assert gpu in text and text.count(mark("CPU X | cmd a")) == 1
+    path.write_text(text.replace("# Throughput benchmarks", "# Throughput benchmarks\n\nA hand-written note."))
+    text = bench.update_report(path, "CPU X | other", mark("CPU X | other") + "\nthird\n")
+    assert "A hand-written note." in text and gpu in text and new_cpu in text and text.endswith("third\n")
+
+
+def test_peak_arithmetic(monkeypatch):
+    monkeypatch.setattr(bench, "timed", lambda fn, device: 0.5)
+    peak = bench.measure_peak(torch.device("cpu"), torch.float32, trials=2)
+    assert peak["matmul"] == 2 * 2048**3 / 0.5
+    assert peak["conv3x3"] == 2 * 64 * 256 * 256 * 9 * 16 * 16 / 0.5
+    assert peak["peak"] == max(peak["matmul"], peak["conv3x3"])
