@@ -19,7 +19,7 @@ a baseline (> 1 = slower), the median over repeats of the ratio within each repe
 passes = 3 for training (forward + backward ~ 3 forwards; the SS2 teacher forward of ``full`` is NOT
 counted) and 1 for inference; MACs = ``saol_core.macs.count_macs`` (eval-mode forward, every head the
 recipe carries). Peak = the best of a large matmul and a large 3x3 convolution measured in this
-process (fp32 on CPU, bf16 on GPU or with ``--bf16``): on AMD CPUs oneDNN's convolutions beat MKL's
+process at the start and at the end (fp32 on CPU, bf16 on GPU or with ``--bf16``): on AMD CPUs oneDNN's convolutions beat MKL's
 sgemm, so the matmul alone is not the device's best GEMM rate.
 
 ``--conventional``: the same model and batch size trained end to end (data + step) from (a) the public
@@ -70,6 +70,7 @@ PAPER_CUTMIX_P = {"wrn40_2": 0.5, "wrn28_10": 0.5, "resnet110": 1.0, "densenet_b
                   "pyramidnet200_240": 0.5}
 """SAOL.md §5 (CutMix p per recipe); other backbones (ImageNet nets: 1.0 too) get 1.0."""
 TARGETS = {"resident_vs_conventional": 1.2, "saol_vs_gap": 1.10, "full_vs_gap_cutmix": 1.35}
+PROFILE_PASSES = 3  # profiler passes per recipe (median per part: one pass is at the mercy of the load)
 SYNTHETIC_BATCHES = 4  # distinct synthetic batches cycled through (the step never reuses its input)
 
 
@@ -199,7 +200,8 @@ def measure_peak(device: torch.device, dtype: torch.dtype, trials: int = 4) -> d
     return out
 
 
-def profile_phases(t: Trainer, batches: Sequence[tuple[Tensor, Tensor]], steps: int) -> dict[str, float]:
+def profile_phases(t: Trainer, batches: Sequence[tuple[Tensor, Tensor]], steps: int,
+                   mix_gen: torch.Generator) -> dict[str, float]:
     """ms per step of each part of ``train_step`` (torch.profiler CPU time; CPU device only).
 
     Forward parts are labelled by module hooks (eval-mode calls are SS2's teacher forward); the
@@ -227,7 +229,7 @@ def profile_phases(t: Trainer, batches: Sequence[tuple[Tensor, Tensor]], steps: 
     names = {"ss2_teacher": "ss2 teacher", "compute_losses": "losses"}
     saved = {n: globals()[n] for n in names}
     globals().update({n: label(v, saved[n]) for n, v in names.items()})
-    mix_gen, sums = torch.Generator().manual_seed(1), {}
+    sums: dict[str, Tensor] = {}
     try:
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             t0 = time.perf_counter()
@@ -264,15 +266,21 @@ class Row:
     mixed: str           # mixed steps / all timed steps
     macs: int            # per image, forward
     ips: Stats           # images/s over repeats
-    fraction: float      # of peak FLOP/s
+    fraction: float | None = None  # of peak FLOP/s (add_fractions)
 
 
-def bench_backbone(backbone: str, recipes: Sequence[str], args, device: torch.device, peak: float,
-                   num_classes: int, profiles: dict | None = None) -> list[Row]:
+def add_fractions(rows: list[Row], peak_flops: float) -> None:
+    """Set each row's fraction of peak (3 passes for training, 1 for inference)."""
+    for row in rows:
+        row.fraction = flop_fraction(row.macs, row.ips.median, peak_flops, 3 if row.mode == "train" else 1)
+
+
+def bench_backbone(backbone: str, recipes: Sequence[str], args, device: torch.device, num_classes: int,
+                   profiles: dict | None = None) -> list[Row]:
     """Train and/or inference rows of ``backbone`` x ``recipes`` (interleaved repeats).
 
     With ``profiles`` (a dict), also profiles ``args.steps`` training steps per recipe into
-    ``profiles[(backbone, recipe)]`` (see ``profile_phases``).
+    ``profiles[(backbone, recipe)]`` (see ``profile_phases``). Row.fraction is left for ``add_fractions``.
     """
     B = args.batch_size
     cfgs = {r: recipe_config(backbone, r, batch_size=B, cutmix_prob=args.cutmix_prob, device=str(device),
@@ -317,10 +325,15 @@ def bench_backbone(backbone: str, recipes: Sequence[str], args, device: torch.de
             ips = summarize([args.steps * B / s for s in seconds[r]])
             p = cfgs[r].loss.cutmix_prob if mode == "train" else 0.0  # inference does not mix
             rows.append(Row(backbone, r, mode, p, f"{mixed[r]}/{args.steps * args.repeats}" if p else "-",
-                            macs, ips, flop_fraction(macs, ips.median, peak, 3 if mode == "train" else 1)))
-    if profiles is not None:
+                            macs, ips))
+    if profiles is not None:  # PROFILE_PASSES passes, recipes interleaved; median of each part
+        passes: dict[str, list[dict]] = {r: [] for r in recipes}
+        for _ in range(PROFILE_PASSES):
+            for r in recipes:
+                passes[r].append(profile_phases(trainers[r], batches, args.steps, gens[r]))
         for r in recipes:
-            profiles[(backbone, r)] = profile_phases(trainers[r], batches, args.steps)
+            keys = dict.fromkeys(k for p in passes[r] for k in p)
+            profiles[(backbone, r)] = {k: statistics.median(p.get(k, 0.0) for p in passes[r]) for k in keys}
     return rows
 
 
@@ -431,7 +444,7 @@ def rows_table(rows: list[Row]) -> str:
         ratio = {k: f"{cost_ratio(row.ips.values, base[k]):.3f}" if k in base else "-" for k in ("gap", "gap+cutmix")}
         p = f"{row.cutmix_prob:g} ({row.mixed})" if row.cutmix_prob else "-"
         out.append(f"| {row.backbone} | {row.recipe} | {p} | {row.macs / 1e9:.4f} | {fmt_stats(row.ips)} | "
-                   f"{ratio['gap']} | {ratio['gap+cutmix']} | {100 * row.fraction:.1f} |")
+                   f"{ratio['gap']} | {ratio['gap+cutmix']} | {'-' if row.fraction is None else f'{100 * row.fraction:.1f}'} |")
     return "\n".join(out)
 
 
@@ -500,8 +513,9 @@ def render_section(key: str, command: str, env: dict, settings: dict, rows: list
                   f"| device-resident (saol_core.data) | {fmt_stats(ips['resident'])} | {pipes['ratio']:.2f} |", ""]
     if profiles:
         parts += ["### Where a training step's time goes (torch.profiler, CPU time, ms per step)", "",
-                  "forward <part> = the training forward of that module; ss2 teacher = SS2's no-grad clean "
-                  "forward (its parts are listed below it and are inside it); backward = autograd engine.", "",
+                  f"Median of {PROFILE_PASSES} profiled passes of --steps steps (mixed and clean steps "
+                  "averaged). forward <part> = the training forward of that module; ss2 teacher = SS2's "
+                  "no-grad clean forward (the teacher's parts are inside it); backward = autograd engine.", "",
                   profile_table(profiles)]
     targets = target_lines(rows, pipes)
     if targets:
@@ -558,14 +572,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     torch.backends.cudnn.benchmark = args.nondeterministic
     load0 = os.getloadavg()[0]
     peak_dtype = torch.bfloat16 if (device.type == "cuda" or args.bf16) else torch.float32
-    peak = measure_peak(device, peak_dtype)
-    print(f"peak {peak_dtype}: " + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peak.items()), flush=True)
+    first = measure_peak(device, peak_dtype)
     rows: list[Row] = []
     profiles = {} if args.profile and device.type == "cpu" else None
     for backbone in args.backbones:
-        rows += bench_backbone(backbone, args.recipes, args, device, peak["peak"], args.num_classes, profiles)
+        rows += bench_backbone(backbone, args.recipes, args, device, args.num_classes, profiles)
         print(rows_table([r for r in rows if r.backbone == backbone]), flush=True)
     pipes = bench_pipelines(args, device) if args.conventional else None
+    last = measure_peak(device, peak_dtype)  # again at the end: the best of both (a shared machine's load varies)
+    peak = {k: max(first[k], last[k]) for k in first}
+    add_fractions(rows, peak["peak"])
 
     hw = hardware_record(device)
     label = (f"{hw['gpu']}" if device.type == "cuda" else f"CPU {hw['cpu']} ({hw['cpu_count']} cores)")
