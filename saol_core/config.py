@@ -88,6 +88,12 @@ class LossConfig:
     """BN mode of the no-grad clean forward that gives SS2's teacher: batch statistics (default) or
     running statistics. Measured on digits/ResNet-20: with running statistics the teacher lags the
     student early in training and the full recipe stayed at chance; with batch statistics it learns."""
+    ss2_teacher_amp: Literal["auto", "bf16", "step"] = "auto"
+    """Precision of SS2's teacher forward. ``step``: the training step's own (fp32 or bf16 autocast);
+    ``bf16``: bf16 autocast; ``auto``: bf16 where the device computes it natively (CUDA; CPUs with
+    AVX512-BF16 or AMX), else ``step``. The teacher only produces detached soft targets (its softmaxes
+    stay float32); on the 2-core AVX512-BF16 CPU of reports/BENCHMARKS.md bf16 makes it ~1.5x cheaper,
+    and the resolved choice is recorded in each run's summary."""
 
 
 @dataclass
@@ -116,8 +122,9 @@ class TrainConfig:
     """``auto`` (cuda if available), ``cpu``, ``cuda``, ``cuda:1`` ..."""
     amp: Literal["auto", "bf16", "off"] = "auto"
     """bf16 autocast; ``auto`` = bf16 on GPU, fp32 on CPU."""
-    channels_last: Optional[bool] = None
-    """None = on for GPU."""
+    channels_last: Optional[bool] = True
+    """channels_last memory format for model and inputs: faster on CPU too (training step 1.29-1.36x on
+    ResNet-20/110 and WRN-40-2, reports/BENCHMARKS.md). None = on for GPU only (the earlier default)."""
     compile: bool = False
     deterministic: bool = True
     """Deterministic kernels (exact resume on CPU); turn off for speed on GPU."""

@@ -91,12 +91,22 @@ class SAOLHead(nn.Module):
         self.branches = nn.ModuleList(conv_bn_relu(c, mid_channels, separable) for c in in_channels)
         self.classifier = nn.Conv2d(mid_channels * len(in_channels), num_classes, 1)
 
-    def forward(self, taps: Sequence[Tensor]) -> SAOLOutput:
+    def _resized(self, taps: Sequence[Tensor]) -> tuple[tuple[int, int], list[Tensor]]:
         size = self.output_size or tuple(taps[-1].shape[-2:])
-        xs = [resize(t, size) for t in taps]
-        log_a = self.attention(xs[-1]).float().flatten(1).log_softmax(1)              # (B,Ho*Wo)
+        return size, [resize(t, size) for t in taps]
+
+    def _spatial_log_probs(self, xs: Sequence[Tensor]) -> Tensor:
         z = self.classifier(torch.cat([b(x) for b, x in zip(self.branches, xs)], 1))  # (B,K,Ho,Wo)
-        log_y = z.float().log_softmax(1)
+        return z.float().log_softmax(1)
+
+    def spatial_log_probs(self, taps: Sequence[Tensor]) -> Tensor:
+        """log Y alone, (B,K,Ho,Wo): the attention branch is not run (SS2's teacher needs only this)."""
+        return self._spatial_log_probs(self._resized(taps)[1])
+
+    def forward(self, taps: Sequence[Tensor]) -> SAOLOutput:
+        size, xs = self._resized(taps)
+        log_a = self.attention(xs[-1]).float().flatten(1).log_softmax(1)              # (B,Ho*Wo)
+        log_y = self._spatial_log_probs(xs)
         log_p = torch.logsumexp(log_y.flatten(2) + log_a.unsqueeze(1), dim=2)         # Eq. 2
         return SAOLOutput(log_a.view(-1, *size), log_y, log_p)
 

@@ -115,8 +115,10 @@ def ss2_teacher(model: nn.Module, images: Tensor, mix: CutMixBatch, bn_mode: str
                 w_ss2: float = 1.0) -> Tensor | None:
     """SS2's teacher: (B,K,Ho,Wo) spatial log-probs of the CLEAN batch ``images``, indexed by mix.perm.
 
-    Costs about one extra forward pass per mixed step (no backward, no stored activations); returns
-    None (no work) when the batch is not mixed or ``w_ss2 == 0``. Call it under the step's autocast.
+    Costs about one extra forward pass per mixed step: the backbone and SAOL's class branches only
+    (``model(images, spatial_only=True)``: no attention branch, GAP-FC or mask head, no backward, no
+    stored activations). Returns None (no work) when the batch is not mixed or ``w_ss2 == 0``. Call it
+    under the autocast chosen for the teacher (``saol_core.step``: ``loss.ss2_teacher_amp``).
 
     The whole model runs in eval mode (dropout/ShakeDrop off: a deterministic target that consumes no
     random numbers); only BatchNorm follows ``bn_mode`` (``LossConfig.ss2_teacher_bn``):
@@ -139,7 +141,7 @@ def ss2_teacher(model: nn.Module, images: Tensor, mix: CutMixBatch, bn_mode: str
         if bn_mode == "train":
             for m in norms:
                 m.training, m.track_running_stats = True, False
-        out = model(images)
+        out = model(images, spatial_only=True)
     finally:
         for m, flag in zip(norms, tracking):
             m.track_running_stats = flag

@@ -92,16 +92,24 @@ def _versus(c: Cost, base: int, note: str = "") -> Cost:
     return c
 
 
+def kind_defaults(backbone: str) -> dict:
+    """What ``auto`` means for a net. ImageNet nets (total stride 32): 224 px, the separable head of
+    width IMAGENET_MID_CHANNELS, 1000 classes; CIFAR nets: 32 px, conv3x3 head of width 64."""
+    imagenet = max(build_meta(ModelConfig(backbone=backbone, heads="gap"), 2).backbone.stage_strides) >= 32
+    return {"imagenet": imagenet, "size": 224 if imagenet else 32, "separable": imagenet,
+            "mid_channels": IMAGENET_MID_CHANNELS if imagenet else 64}
+
+
 def grid(backbones: Sequence[str], heads: Sequence[str], size: int | None, num_classes: Sequence[int] | None,
          separable: str, mid_channels: str, output_size: int | None, output_stride: int | None) -> list[Cost]:
     """backbones x num_classes x heads; ``auto`` settings follow the net's kind (ImageNet = total stride 32)."""
     rows = []
     for name in backbones:
-        imagenet = max(build_meta(ModelConfig(backbone=name, heads="gap"), 2).backbone.stage_strides) >= 32
-        sz = size or (224 if imagenet else 32)
-        sep = imagenet if separable == "auto" else separable == "true"
-        mid = (IMAGENET_MID_CHANNELS if imagenet else 64) if mid_channels == "auto" else int(mid_channels)
-        for k in num_classes or ([1000] if imagenet else [10, 100]):
+        auto = kind_defaults(name)
+        sz = size or auto["size"]
+        sep = auto["separable"] if separable == "auto" else separable == "true"
+        mid = auto["mid_channels"] if mid_channels == "auto" else int(mid_channels)
+        for k in num_classes or ([1000] if auto["imagenet"] else [10, 100]):
             base = measure(name, "gap", sz, k, mid_channels=mid, separable=sep, output_stride=output_stride)
             rows += [_versus(measure(name, h, sz, k, mid_channels=mid, separable=sep, output_size=output_size,
                                      output_stride=output_stride), base.macs) for h in heads]

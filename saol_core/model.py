@@ -75,10 +75,17 @@ class SAOLModel(nn.Module):
         self.mask = (MaskHead(channels[-1], head_channels, output_size, separable)
                      if mask_head else None)
 
-    def forward(self, x: Tensor) -> ModelOutput:
+    def forward(self, x: Tensor, spatial_only: bool = False) -> ModelOutput:
+        """``spatial_only``: compute log Y alone (backbone + SAOL's class branches; no attention, GAP-FC
+        or mask head): the other fields are None. SS2's teacher forward uses it."""
         stages = self.backbone(x)
         features = stages[-1]
-        saol = self.saol([stages[t] for t in self.taps]) if self.saol is not None else None
+        taps = [stages[t] for t in self.taps]
+        if spatial_only:
+            if self.saol is None:
+                raise ValueError("spatial_only=True needs a SAOL head (model.heads=saol or saol+gap)")
+            return ModelOutput(None, None, None, self.saol.spatial_log_probs(taps), None, features)
+        saol = self.saol(taps) if self.saol is not None else None
         return ModelOutput(
             saol_log_probs=saol.saol_log_probs if saol is not None else None,
             gap_logits=self.gap(features) if self.gap is not None else None,

@@ -12,7 +12,6 @@ a run resumed from an epoch checkpoint replays exactly what an uninterrupted run
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import sys
@@ -24,13 +23,13 @@ import torch.distributed as dist
 import yaml
 from tqdm.auto import tqdm
 
-from .config import ConfigError, ExperimentConfig, OptimConfig, make_config
+from .config import ConfigError, ExperimentConfig, make_config
 from .cutmix import cutmix
 from .data import build_data
 from .evaluate import evaluate
-from .losses import compute_losses, ss2_teacher
 from .model import SAOLModel, build_model
 from .runs import RunFolder, atomic_save, hardware_record
+from .step import LossMeter, amp_dtype, make_step, prepare_model
 
 CHECK_EVERY = 50  # steps between host reads of the running loss (finite check, progress bar)
 
@@ -62,28 +61,8 @@ def _distributed() -> tuple[int, int, int]:
     return dist.get_rank(), world, local_rank
 
 
-def lr_factor(step: int, total_steps: int, steps_per_epoch: int, cfg: OptimConfig) -> float:
-    """Multiplier of the base lr at optimizer step ``step`` (0-based): linear warm-up, then the schedule."""
-    warmup = round(cfg.warmup_epochs * steps_per_epoch)
-    if step < warmup:
-        return (step + 1) / warmup
-    if cfg.schedule == "cosine":
-        progress = (step - warmup) / max(1, total_steps - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-    if cfg.schedule == "multistep":
-        bounds = [m * total_steps if m < 1 else m * steps_per_epoch for m in cfg.milestones]
-        return cfg.gamma ** sum(step >= b for b in bounds)
-    return 1.0
-
-
 def _seed(cfg: ExperimentConfig, epoch: int, rank: int, stream: int) -> int:
     return ((cfg.seed * 1_000_003 + epoch) * 257 + rank) * 7 + stream
-
-
-def _amp_dtype(cfg: ExperimentConfig, device: torch.device) -> torch.dtype | None:
-    if cfg.train.amp == "bf16" or (cfg.train.amp == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None
 
 
 def _primary(metrics: dict) -> float:
@@ -119,24 +98,17 @@ def train(cfg: ExperimentConfig, *, resume: bool = True) -> dict:
     torch.manual_seed(cfg.seed)
     data = build_data(cfg.data, seed=cfg.seed, batch_size=cfg.train.batch_size // world, device=device,
                       rank=rank, world_size=world)
-    model = build_model(cfg.model, data.num_classes).to(device)
-    channels_last = cfg.train.channels_last if cfg.train.channels_last is not None else device.type == "cuda"
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = prepare_model(build_model(cfg.model, data.num_classes), cfg, device)
+    if cfg.train.init_from:
+        model.load_state_dict(_weights_of(cfg.train.init_from))
 
     steps_per_epoch = len(data.train) if cfg.train.max_steps is None else min(len(data.train), cfg.train.max_steps)
     if steps_per_epoch == 0:
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} is larger than the training set")
-    total_steps = steps_per_epoch * cfg.train.epochs
-    o = cfg.optim
-    lr = o.lr * (cfg.train.batch_size / o.lr_ref_batch if o.lr_ref_batch else 1.0)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=o.momentum, nesterov=o.nesterov,
-                                weight_decay=o.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, total_steps, steps_per_epoch, o))
+    step_fn = make_step(cfg, model, device, steps_per_epoch, steps_per_epoch * cfg.train.epochs,
+                        world_size=world, local_rank=local_rank)
+    optimizer, scheduler = step_fn.optimizer, step_fn.scheduler
 
-    if cfg.train.init_from:
-        model.load_state_dict(_weights_of(cfg.train.init_from))
     start_epoch, state = 0, {"best": None, "best_epoch": None, "wall_time_s": 0.0, "images": 0,
                              "train_time_s": 0.0, "last_eval": None}
     if resume and run.checkpoint.exists():
@@ -149,20 +121,14 @@ def train(cfg: ExperimentConfig, *, resume: bool = True) -> dict:
             run.truncate_metrics(start_epoch + 1)
             print(f"[saol] resuming {run.path} from epoch {start_epoch}", file=sys.stderr)
 
-    forward = torch.compile(model) if cfg.train.compile else model
-    train_forward = (torch.nn.parallel.DistributedDataParallel(
-        forward, device_ids=[local_rank] if device.type == "cuda" else None,
-        find_unused_parameters=model.mask is not None) if world > 1 else forward)
-    amp_dtype = _amp_dtype(cfg, device)
-    amp = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
+    eval_dtype = amp_dtype(cfg, device)
     show = cfg.train.progress and rank == 0
 
     for epoch in range(start_epoch, cfg.train.epochs):
         t0 = time.perf_counter()
         torch.manual_seed(_seed(cfg, epoch, rank, 0))         # dropout, ShakeDrop
         mix_gen = torch.Generator().manual_seed(_seed(cfg, epoch, rank, 1))
-        sums: dict[str, torch.Tensor] = {}
-        counts: dict[str, int] = {}
+        meter = LossMeter()
         model.train()
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", unit="step",
                    disable=not show, leave=False, dynamic_ncols=True)
@@ -170,24 +136,10 @@ def train(cfg: ExperimentConfig, *, resume: bool = True) -> dict:
         for step, (images, labels, _) in enumerate(data.train.epoch(epoch)):
             if step >= steps_per_epoch:
                 break
-            mix = cutmix(images, cfg.loss.cutmix_prob, cfg.loss.cutmix_beta, mix_gen)
-            x = mix.images.contiguous(memory_format=torch.channels_last) if channels_last else mix.images
-            with amp():
-                teacher = ss2_teacher(forward, images, mix, cfg.loss.ss2_teacher_bn, cfg.loss.w_ss2)
-                out = train_forward(x)
-                losses = compute_losses(out, labels, mix, cfg.loss, teacher)
-            optimizer.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            if o.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            for k, v in losses.items():
-                sums[k] = sums[k] + v.detach().float() if k in sums else v.detach().float()
-                counts[k] = counts.get(k, 0) + 1
+            meter.add(step_fn(images, labels, cutmix(images, cfg.loss.cutmix_prob, cfg.loss.cutmix_beta, mix_gen)))
             images_seen += labels.shape[0]
             if (step + 1) % CHECK_EVERY == 0 or step + 1 == steps_per_epoch:
-                running = sums["total"].item() / counts["total"]
+                running = meter.running("total")
                 if not math.isfinite(running):
                     raise TrainingDiverged(
                         f"loss became {running} in epoch {epoch + 1} by step {step + 1}; the last good "
@@ -202,13 +154,13 @@ def train(cfg: ExperimentConfig, *, resume: bool = True) -> dict:
         if not _all_finite(model):
             raise TrainingDiverged(f"weights became NaN/inf in epoch {epoch + 1}; the last good checkpoint "
                                    f"({run.checkpoint}) is kept. Lower optim.lr or set optim.grad_clip.")
-        means = {k: (sums[k] / counts[k]).item() for k in sums}
+        means = meter.means()
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": means.pop("total"),
                **{f"train_{k}": v for k, v in means.items()},
                "images_per_s": images_seen * world / train_time}
         last = epoch + 1 == cfg.train.epochs
         if last or (epoch + 1) % cfg.train.eval_every == 0:
-            metrics = evaluate(forward, data.test, device, cfg.train.eval_batches, amp_dtype)
+            metrics = evaluate(step_fn.forward, data.test, device, cfg.train.eval_batches, eval_dtype)
             row.update(metrics)
             state["last_eval"] = {"epoch": epoch + 1, **metrics}
             if state["best"] is None or _primary(metrics) > _primary(state["best"]):
@@ -234,7 +186,7 @@ def train(cfg: ExperimentConfig, *, resume: bool = True) -> dict:
                "final": state["last_eval"], "best": state["best"], "best_epoch": state["best_epoch"],
                "wall_time_s": state["wall_time_s"],
                "images_per_s": state["images"] / max(state["train_time_s"], 1e-9),
-               "device": str(device), "world_size": world, "amp": str(amp_dtype),
+               "device": str(device), "world_size": world, **step_fn.resolved(),
                "hardware": hardware_record(device), "run_dir": str(run.path)}
     if rank == 0:
         run.write_summary(summary)
@@ -272,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.epochs=3")
     parser.add_argument("--no-resume", action="store_true", help="start over, discarding the checkpoint")
     parser.add_argument("--quiet", action="store_true", help="no progress bars (one line per epoch)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # flags may come before or after the overrides
     overrides = args.overrides + (["train.progress=false"] if args.quiet else [])
     try:
         cfg = make_config(None if args.params == "-" else args.params, overrides)

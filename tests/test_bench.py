@@ -2,8 +2,6 @@
 
 No wall-clock assertion: ``timed`` is replaced by a script of known durations wherever numbers matter.
 """
-import argparse
-
 import numpy as np
 import pytest
 import torch
@@ -36,7 +34,8 @@ def test_flop_fraction_known_numbers():
 
 def test_recipe_configs_follow_the_paper():
     wrn = {r: bench.recipe_config("wrn40_2", r, batch_size=32) for r in bench.RECIPES}
-    assert [wrn[r].loss.cutmix_prob for r in bench.RECIPES] == [0.0, 0.5, 0.0, 0.5]
+    assert [wrn[r].loss.cutmix_prob for r in bench.RECIPES] == [0.0, 0.5, 0.0, 0.5, 0.5]
+    assert (wrn["full"].loss.ss2_teacher_amp, wrn["full-step-teacher"].loss.ss2_teacher_amp) == ("auto", "step")
     assert bench.recipe_config("resnet110", "full", batch_size=32).loss.cutmix_prob == 1.0
     assert bench.recipe_config("wrn40_2", "full", batch_size=32, cutmix_prob=0.25).loss.cutmix_prob == 0.25
     full = wrn["full"]
@@ -47,13 +46,10 @@ def test_recipe_configs_follow_the_paper():
 
 
 def _args(**kw):
-    base = dict(batch_size=4, cutmix_prob=None, bf16=False, channels_last=False, compile=False,
-                nondeterministic=False, mode="train", warmup=1, steps=1, repeats=3, e2e_images=32, e2e_repeats=3,
-                conventional_backbone="resnet20", workers=0)
-    return argparse.Namespace(**{**base, **kw})
+    return bench.BenchSettings(**{**dict(batch_size=4, warmup=1, steps=1, repeats=3, e2e_images=32, workers=0), **kw})
 
 
-def test_repeats_are_interleaved_and_summarized(monkeypatch):
+def test_repeats_are_interleaved_and_summarized():
     """Scripted durations: warm-ups first (one per recipe), then repeat-major, recipe-minor."""
     recipes = ["gap", "gap+cutmix", "saol", "full"]
     warm = [99.0] * len(recipes)
@@ -64,8 +60,7 @@ def test_repeats_are_interleaved_and_summarized(monkeypatch):
     def fake_timed(fn, device):
         fn()  # the real steps run (tiny), only the clock is scripted
         return next(it)
-    monkeypatch.setattr(bench, "timed", fake_timed)
-    rows = bench.bench_backbone("resnet20", recipes, _args(), torch.device("cpu"), num_classes=10)
+    rows = bench.bench_backbone("resnet20", recipes, _args(), torch.device("cpu"), clock=fake_timed)
     bench.add_fractions(rows, 1e9)
     assert next(it, None) is None
     by = {r.recipe: r for r in rows}
@@ -73,6 +68,7 @@ def test_repeats_are_interleaved_and_summarized(monkeypatch):
         assert by[r].ips.values == [1 * 4 / s for s in script[r]]
     assert by["gap"].ips.median == pytest.approx(4 / 2.0) and by["full"].ips.min == pytest.approx(4 / 6.0)
     assert by["gap+cutmix"].mixed == "3/3" and by["full"].mixed == "3/3" and by["saol"].mixed == "-"
+    assert by["gap"].teacher == by["saol"].teacher == "-" and by["full"].teacher in ("bfloat16", "fp32")
     assert by["full"].macs > by["saol"].macs > by["gap"].macs == by["gap+cutmix"].macs
     assert by["gap"].fraction == pytest.approx(by["gap"].macs * 2 * 3 * 2.0 / 1e9)
     table = bench.rows_table(rows)
@@ -130,14 +126,13 @@ def test_official_cutmix_probability_and_numpy_draw_order():
     assert out.box == want.box and out.lam == want.lam and torch.equal(out.images, want.images)
 
 
-def test_pipelines_ratio_from_scripted_epochs(monkeypatch):
+def test_pipelines_ratio_from_scripted_epochs():
     it = iter([50.0, 50.0, 2.0, 1.0, 4.0, 1.0, 1.0, 1.5])  # warm-ups, then (conventional, resident) x 3
 
     def fake_timed(fn, device):
         fn()
         return next(it)
-    monkeypatch.setattr(bench, "timed", fake_timed)
-    out = bench.bench_pipelines(_args(batch_size=16), torch.device("cpu"))
+    out = bench.bench_pipelines(_args(batch_size=16), torch.device("cpu"), clock=fake_timed)
     assert out["steps"] == 2 and out["images"] == 32 and out["augment"] == ["RandomCrop", "ToTensor", "Normalize"]
     assert out["ips"]["conventional"].values == [16.0, 8.0, 32.0]
     assert out["ips"]["resident"].values == [32.0, 32.0, 32.0 / 1.5]
@@ -162,9 +157,29 @@ def test_report_update_keeps_other_sections(tmp_path):
     assert "A hand-written note." in text and gpu in text and new_cpu in text and text.endswith("third\n")
 
 
-def test_peak_arithmetic(monkeypatch):
-    monkeypatch.setattr(bench, "timed", lambda fn, device: 0.5)
-    peak = bench.measure_peak(torch.device("cpu"), torch.float32, trials=2)
+def test_peak_arithmetic():
+    peak = bench.measure_peak(torch.device("cpu"), torch.float32, trials=2, clock=lambda fn, device: 0.5)
     assert peak["matmul"] == 2 * 2048**3 / 0.5
     assert peak["conv3x3"] == 2 * 64 * 256 * 256 * 9 * 16 * 16 / 0.5
     assert peak["peak"] == max(peak["matmul"], peak["conv3x3"])
+
+
+def test_pipelines_on_an_image_folder_draw_e2e_images_per_epoch(tmp_path):
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 12), ("test", 2)):
+        for cls in ("cat", "dog"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / split / cls / f"{i}.png")
+    epochs = []
+
+    def counting_clock(fn, device):
+        fn()
+        epochs.append(1)
+        return 1.0
+    out = bench.bench_pipelines(_args(batch_size=4, e2e_images=10, e2e_repeats=1, e2e_data=str(tmp_path)),
+                                torch.device("cpu"), clock=counting_clock)
+    assert out["steps"] == 2 and out["images"] == 8 and out["data"] == tmp_path.name  # 10 // 4 batches of 4
+    assert out["augment"] == ["RandomCrop", "RandomHorizontalFlip", "ToTensor", "Normalize"]  # the CIFAR recipe
+    assert len(epochs) == 4 and out["ratio"] == pytest.approx(1.0)

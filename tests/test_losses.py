@@ -234,7 +234,8 @@ class TinyNet(nn.Module):
     def trunk(self, x, bn):
         return self.head(self.drop(F.relu(bn(self.conv(x)))))
 
-    def forward(self, x):
+    def forward(self, x, spatial_only=False):
+        self.spatial_only = spatial_only
         return SimpleNamespace(spatial_log_probs=F.log_softmax(self.trunk(x, self.bn), 1))
 
 
@@ -247,7 +248,7 @@ def test_ss2_teacher_uses_clean_batch_and_keeps_bn_stats(bn_mode):
     state = {k: v.clone() for k, v in net.state_dict().items()}
     x, mix = torch.randn(B, 3, H, W), make_mix()
     got = ss2_teacher(net, x, mix, bn_mode)
-    assert not got.requires_grad
+    assert not got.requires_grad and net.spatial_only  # asks the model for log Y alone
     for k, v in net.state_dict().items():
         assert torch.equal(v, state[k]), k  # running_mean/var and num_batches_tracked untouched
     assert net.training and net.drop.training and net.bn.training and net.bn.track_running_stats

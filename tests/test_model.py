@@ -48,6 +48,25 @@ def test_heads_option_none_pattern_and_wiring(heads, mask_head):
             torch.testing.assert_close(out.mask_logits, m.mask.layers(stages[-1])[:, 0])
 
 
+def test_spatial_only_is_log_y_of_the_full_forward_and_skips_the_other_heads():
+    m = make(mask_head=True, taps=[1, 2]).eval()
+    calls = []
+    for name in ("attention", "classifier"):
+        getattr(m.saol, name).register_forward_hook(lambda *a, name=name: calls.append(name))
+    for head in (m.gap, m.mask):
+        head.register_forward_hook(lambda *a, name=type(head).__name__: calls.append(name))
+    x = images(3)
+    with torch.no_grad():
+        full = m(x)
+        calls.clear()
+        only = m(x, spatial_only=True)
+    assert calls == ["classifier"]
+    torch.testing.assert_close(only.spatial_log_probs, full.spatial_log_probs, rtol=0, atol=0)
+    assert (only.saol_log_probs, only.gap_logits, only.log_attention, only.mask_logits) == (None,) * 4
+    with pytest.raises(ValueError, match="needs a SAOL head"):
+        make(heads="gap")(x, spatial_only=True)
+
+
 def test_taps_select_branches():
     channels = [16, 32, 64]
     for taps, expect in ((None, [0, 1, 2]), ([2], [2]), ([1, 2], [1, 2]), ([2, 0], [0, 2])):

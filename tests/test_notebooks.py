@@ -84,7 +84,7 @@ def test_03_explorer_maps_are_distributions(trained_study, tmp_path):
 
 
 def test_04_costs_counts_what_the_model_has(tmp_path):
-    scraps = run("04_costs", tmp_path, BACKBONES=["resnet20"], STEPS=1, BATCH=4)
+    scraps = run("04_costs", tmp_path, BACKBONES=["resnet20"], STEPS=1, REPEATS=1, BATCH=4)
     rows = {(r["heads"], r["num_classes"]): r for r in scraps["costs"]}
     assert set(rows) == {("gap", 10), ("saol+gap", 10)}
     for (heads, k), r in rows.items():

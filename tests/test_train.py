@@ -10,9 +10,11 @@ import pytest
 import torch
 
 import saol_core.runs as runs
-import saol_core.train as train_mod
+import saol_core.step as step_mod
 from saol_core.config import OptimConfig, make_config
-from saol_core.train import TrainingDiverged, load_run, lr_factor, train
+from saol_core.step import lr_factor
+from saol_core.train import TrainingDiverged, load_run, train
+from saol_core.train import main as train_main
 
 TINY = ["model.backbone=resnet20", "data.train_size=192", "data.test_size=64", "train.batch_size=32",
         "train.epochs=3", "train.progress=false", "train.threads=2", "optim.lr=0.05"]
@@ -36,14 +38,14 @@ class Killed(Exception):
 
 def _kill_after(monkeypatch, n_steps):
     """Make the n-th call of compute_losses raise, like a kill in the middle of an epoch."""
-    real, calls = train_mod.compute_losses, {"n": 0}
+    real, calls = step_mod.compute_losses, {"n": 0}
 
     def dying(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == n_steps:
             raise Killed
         return real(*args, **kwargs)
-    monkeypatch.setattr(train_mod, "compute_losses", dying)
+    monkeypatch.setattr(step_mod, "compute_losses", dying)
 
 
 def test_resume_after_kill_is_bit_exact(tmp_path, monkeypatch):
@@ -85,7 +87,7 @@ def test_changed_config_in_the_same_folder_is_refused(tmp_path):
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     cfg = _cfg(tmp_path, "nan")
-    real, calls = train_mod.compute_losses, {"n": 0}
+    real, calls = step_mod.compute_losses, {"n": 0}
 
     def poisoned(*args, **kwargs):
         calls["n"] += 1
@@ -93,7 +95,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
         if calls["n"] > 192 // 32:                           # every step of epoch 2
             losses["total"] = losses["total"] * float("nan")
         return losses
-    monkeypatch.setattr(train_mod, "compute_losses", poisoned)
+    monkeypatch.setattr(step_mod, "compute_losses", poisoned)
     with pytest.raises(TrainingDiverged, match="last good checkpoint"):
         train(cfg)
     ckpt = torch.load(tmp_path / "nan" / "checkpoint.pt", weights_only=False)
@@ -140,3 +142,10 @@ def test_torchrun_two_processes_match_the_global_batch(tmp_path):
     summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["finished"]
     assert 0 <= summary["final"]["saol_top1"] <= 100
+
+
+def test_cli_takes_flags_before_or_after_the_overrides(capsys):
+    for argv in (["-", "--quiet", "--no-resume", "train.epochs=0"], ["-", "train.epochs=0", "--quiet"]):
+        with pytest.raises(SystemExit) as stop:
+            train_main(argv)
+        assert stop.value.code == 2 and "train.epochs must be >= 1" in capsys.readouterr().err
