@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def _pair(size: int | Sequence[int]) -> tuple[int, int]:
+def pair(size: int | Sequence[int]) -> tuple[int, int]:
+    """An int side or an (h, w) pair -> (h, w) ints."""
     h, w = (size, size) if isinstance(size, int) else tuple(size)
     return int(h), int(w)
 
@@ -84,7 +85,7 @@ class SAOLHead(nn.Module):
                  output_size: int | Sequence[int] | None = None, separable: bool = False):
         super().__init__()
         in_channels = list(in_channels)
-        self.output_size = None if output_size is None else _pair(output_size)
+        self.output_size = None if output_size is None else pair(output_size)
         logit = nn.Conv2d(mid_channels, 1, 1, bias=False)
         nn.init.zeros_(logit.weight)
         self.attention = nn.Sequential(conv_bn_relu(in_channels[-1], mid_channels, separable), logit)
@@ -132,7 +133,7 @@ class MaskHead(nn.Module):
     def __init__(self, in_channels: int, mid_channels: int = 64,
                  output_size: int | Sequence[int] | None = None, separable: bool = False):
         super().__init__()
-        self.output_size = None if output_size is None else _pair(output_size)
+        self.output_size = None if output_size is None else pair(output_size)
         self.layers = nn.Sequential(conv_bn_relu(in_channels, mid_channels, separable),
                                     nn.Conv2d(mid_channels, 1, 1))
 

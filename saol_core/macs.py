@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from saol_core.config import ModelConfig
-from saol_core.heads import _pair
+from saol_core.heads import pair
 from saol_core.model import HEADS, build_model
 
 CIFAR_NETS = ["resnet110", "wrn40_2", "wrn28_10", "densenet_bc100", "pyramidnet200_240"]
@@ -39,7 +39,7 @@ def count_macs(model: nn.Module, input_size: int | Sequence[int], in_channels: i
     Runs on the model's device and dtype; a model built under ``torch.device("meta")`` costs nothing.
     """
     p = next(model.parameters())
-    x = torch.zeros(1, in_channels, *_pair(input_size), device=p.device, dtype=p.dtype)
+    x = torch.zeros(1, in_channels, *pair(input_size), device=p.device, dtype=p.dtype)
     was_training = model.training
     model.eval()
     try:

@@ -117,11 +117,8 @@ class RunFolder:
     def start(self, cfg: ExperimentConfig, device: torch.device | str, resume: bool) -> None:
         """Create the folder, or check that an existing one holds the same experiment."""
         if self.config.exists() and resume:
-            old = yaml.safe_load(self.config.read_text())
-            new = _comparable(cfg.to_dict())
-            if _comparable(old) != new:
-                changed = sorted(k for k in set(_flat(old)) | set(_flat(new))
-                                 if _flat(old).get(k) != _flat(new).get(k))
+            changed = config_changes(yaml.safe_load(self.config.read_text()), cfg.to_dict())
+            if changed:
                 raise ValueError(f"run folder {self.path} holds a different experiment (changed: "
                                  f"{changed}); pick another name=..., or pass --no-resume to restart it")
         elif not resume:
@@ -165,3 +162,10 @@ def _flat(tree: dict, prefix: str = "") -> dict:
 
 def _comparable(tree: dict) -> dict:
     return {k: v for k, v in _flat(tree).items() if k.rsplit(".", 1)[-1] not in _EXECUTION_KEYS}
+
+
+def config_changes(old: dict, new: dict) -> list[str]:
+    """Dotted keys where two config trees describe different experiments (execution settings such as
+    device, threads or out_dir ignored), sorted; [] = the same experiment."""
+    old, new = _comparable(old), _comparable(new)
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))

@@ -123,13 +123,15 @@ class TrainStep:
     student_forward: Callable
     device: torch.device
     channels_last: bool
+    dtype: torch.dtype | None = field(init=False)          # the step's autocast dtype (None: fp32)
+    teacher_dtype: torch.dtype | None = field(init=False)  # the SS2 teacher's (None: the step's)
     amp: Callable = field(init=False)
     teacher_amp: Callable = field(init=False)
-    teacher_dtype: torch.dtype | None = field(init=False)
 
     def __post_init__(self):
-        self.amp = autocast(self.device, amp_dtype(self.cfg, self.device))
+        self.dtype = amp_dtype(self.cfg, self.device)
         self.teacher_dtype = teacher_amp_dtype(self.cfg, self.device)
+        self.amp = autocast(self.device, self.dtype)
         self.teacher_amp = autocast(self.device, self.teacher_dtype)
 
     def memory_format(self, x: Tensor) -> Tensor:
@@ -155,8 +157,7 @@ class TrainStep:
 
     def resolved(self) -> dict:
         """What this step actually runs with (for run summaries and benchmark reports)."""
-        step_dtype = amp_dtype(self.cfg, self.device)
-        return {"amp": dtype_name(step_dtype), "ss2_teacher_amp": dtype_name(self.teacher_dtype or step_dtype),
+        return {"amp": dtype_name(self.dtype), "ss2_teacher_amp": dtype_name(self.teacher_dtype or self.dtype),
                 "channels_last": self.channels_last, "compile": self.cfg.train.compile}
 
 

@@ -29,7 +29,7 @@ from .data import build_data
 from .evaluate import evaluate
 from .model import SAOLModel, build_model
 from .runs import RunFolder, atomic_save, hardware_record
-from .step import LossMeter, amp_dtype, make_step, prepare_model
+from .step import LossMeter, make_step, prepare_model
 
 CHECK_EVERY = 50  # steps between host reads of the running loss (finite check, progress bar)
 
@@ -121,7 +121,6 @@ def train(cfg: ExperimentConfig, *, resume: bool = True) -> dict:
             run.truncate_metrics(start_epoch + 1)
             print(f"[saol] resuming {run.path} from epoch {start_epoch}", file=sys.stderr)
 
-    eval_dtype = amp_dtype(cfg, device)
     show = cfg.train.progress and rank == 0
 
     for epoch in range(start_epoch, cfg.train.epochs):
@@ -160,7 +159,7 @@ def train(cfg: ExperimentConfig, *, resume: bool = True) -> dict:
                "images_per_s": images_seen * world / train_time}
         last = epoch + 1 == cfg.train.epochs
         if last or (epoch + 1) % cfg.train.eval_every == 0:
-            metrics = evaluate(step_fn.forward, data.test, device, cfg.train.eval_batches, eval_dtype)
+            metrics = evaluate(step_fn.forward, data.test, device, cfg.train.eval_batches, step_fn.dtype)
             row.update(metrics)
             state["last_eval"] = {"epoch": epoch + 1, **metrics}
             if state["best"] is None or _primary(metrics) > _primary(state["best"]):

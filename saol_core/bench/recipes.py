@@ -124,6 +124,7 @@ def bench_backbone(backbone: str, recipes: Sequence[str], settings: BenchSetting
                              bf16=settings.bf16, channels_last=settings.channels_last, compile=settings.compile,
                              deterministic=not settings.nondeterministic) for r in recipes}
     steps = {r: bench_step(cfg, num_classes, device) for r, cfg in cfgs.items()}
+    macs = {r: count_macs(build_meta(cfg.model, num_classes), size)[1] for r, cfg in cfgs.items()}
     g = torch.Generator().manual_seed(0)
     batches = [(torch.randn(B, 3, size, size, generator=g).to(device), torch.randint(num_classes, (B,), generator=g).to(device))
                for _ in range(SYNTHETIC_BATCHES)]
@@ -158,12 +159,11 @@ def bench_backbone(backbone: str, recipes: Sequence[str], settings: BenchSetting
             for r in recipes:
                 seconds[r].append(clock(lambda: window(r, settings.steps, True), device))
         for r in recipes:
-            macs = count_macs(build_meta(cfgs[r].model, num_classes), size)[1]
             ips = summarize([settings.steps * B / s for s in seconds[r]])
             p = cfgs[r].loss.cutmix_prob if mode == "train" else 0.0  # inference does not mix
             teacher = steps[r].resolved()["ss2_teacher_amp"] if mode == "train" and cfgs[r].loss.w_ss2 else "-"
             rows.append(Row(backbone, r, mode, p, f"{mixed[r]}/{settings.steps * settings.repeats}" if p else "-",
-                            macs, ips, teacher))
+                            macs[r], ips, teacher))
     if profiles is not None:  # PROFILE_PASSES passes, recipes interleaved; median of each part
         passes: dict[str, list[dict]] = {r: [] for r in recipes}
         for _ in range(PROFILE_PASSES):

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from ..config import ConfigError, load_params, make_config
+from ..runs import config_changes
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME = re.compile(r"^[A-Za-z0-9_.]+$")
@@ -221,14 +222,12 @@ def changed_keys(study: Study, run: Run, runs_dir: str | Path) -> list[str]:
     """Config keys where the run folder's saved config.yaml differs from what the study asks for now,
     by the training loop's notion of "the same experiment" (execution settings like device ignored);
     [] when the folder has no config.yaml."""
-    from ..runs import _comparable
     path = project_path(runs_dir) / run.name / "config.yaml"
     if not path.exists():
         return []
     saved = yaml.safe_load(path.read_text())
     now = make_config(project_path(study.path), run.overrides + [f"out_dir={runs_dir}"]).to_dict()
-    old, new = _comparable(saved), _comparable(now)
-    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    return config_changes(saved, now)
 
 
 def run_status(study: Study, run: Run, runs_dir: str | Path) -> str:
