@@ -14,6 +14,10 @@ from typing import Any, Literal, Optional, get_args, get_origin
 import yaml
 
 
+DEFAULT_ROOTS = {"digits": None, "cifar10": "cifar", "cifar100": "cifar", "cifar10_jpeg": "cifar10-jpeg.tar.gz"}
+"""Datasets that need no ``data.root``: their location under $SAOL_DATA (digits are generated)."""
+
+
 class ConfigError(ValueError):
     """A params file or override that cannot be turned into a valid config."""
 
@@ -44,9 +48,13 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    dataset: Literal["digits", "cifar10", "cifar100", "folder", "cub", "imagenet", "wsol"] = "digits"
+    dataset: Literal["digits", "cifar10", "cifar100", "cifar10_jpeg", "folder", "cub", "imagenet", "wsol"] = "digits"
+    """``cifar10_jpeg``: CIFAR-10 re-encoded as JPEG (q75) in the ``folder`` layout, as one .tar.gz."""
     root: Optional[str] = None
-    """Dataset location (a folder or a .tar.gz for ``folder``); None = the offline ``digits`` set."""
+    """Dataset location (a folder, or a .tar.gz for the file datasets). ``$SAOL_DATA`` (and any other
+    ``$VAR``) is expanded when the data are loaded; SAOL_DATA defaults to ``data`` (the project's
+    ignored data folder). None = the dataset's default under $SAOL_DATA: ``cifar`` for cifar10/100
+    (torchvision's layout), ``cifar10-jpeg.tar.gz`` for cifar10_jpeg; digits need none."""
     download: bool = False
     image_size: int = 32
     """Train/eval input side. Digits: canvas side; folder/CUB/ImageNet: crop side."""
@@ -176,8 +184,8 @@ class ExperimentConfig:
              "loss.w_ss1 > 0 needs model.mask_head=true (the SS1 head)"),
             (self.loss.w_ss2 == 0 or "saol" in self.model.heads,
              "loss.w_ss2 > 0 needs a SAOL head (model.heads=saol or saol+gap)"),
-            (self.data.root is not None or self.data.dataset == "digits" or self.data.download,
-             f"data.dataset={self.data.dataset} needs data.root=<path> (or data.download=true)"),
+            (self.data.root is not None or self.data.dataset in DEFAULT_ROOTS,
+             f"data.dataset={self.data.dataset} needs data.root=<path>"),
         ]
         for ok, message in checks:
             if not ok:

@@ -37,7 +37,7 @@ def test_params_file_extends_base(tmp_path):
     ("model.bogus=1", "valid keys under model"),
     ("loss.cutmix_prob=2", "cutmix_prob must be in [0, 1]"),
     ("loss.w_ss1=1", "needs model.mask_head=true"),
-    ("data.dataset=cifar10", "needs data.root"),
+    ("data.dataset=cub", "needs data.root"),
     ("model.taps=3", "model.taps must be a list"),
     ("epochs", "must look like section.key=value"),
 ])

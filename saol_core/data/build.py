@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from ..config import ConfigError, DataConfig
-from .common import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, DataBundle, DatasetError, channel_stats
+from .common import (CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, DataBundle, DatasetError, channel_stats,
+                     data_root)
 from .digits import CLASS_NAMES as DIGIT_NAMES
 from .digits import make_digits
 from .files import decoded_cached, image_size_of, is_archive, unpack_once
@@ -30,8 +31,8 @@ from .layouts import LAYOUTS, FileSplit, Layout, read_cub, read_folder, read_ima
 from .resident import DeviceLoader
 from .stream import EvalTransform, StreamLoader, TrainTransform
 
-READERS = {"folder": read_folder, "cub": read_cub, "wsol": read_wsol, "imagenet": read_imagenet}
-EVAL_MODE = {"folder": "center", "imagenet": "center", "cub": "direct", "wsol": "direct"}
+READERS = {"folder": read_folder, "cifar10_jpeg": read_folder, "cub": read_cub, "wsol": read_wsol, "imagenet": read_imagenet}
+EVAL_MODE = {"folder": "center", "cifar10_jpeg": "center", "imagenet": "center", "cub": "direct", "wsol": "direct"}
 SMALL_IMAGE = 64  # images with both sides <= this are device-resident by default
 
 
@@ -89,7 +90,7 @@ def _cifar(cfg: DataConfig, **common) -> DataBundle:
     from torchvision.datasets import CIFAR10, CIFAR100
 
     cls, folder = (CIFAR10, "cifar-10-batches-py") if cfg.dataset == "cifar10" else (CIFAR100, "cifar-100-python")
-    root = Path(cfg.root).expanduser() if cfg.root else Path(cfg.cache_dir) / "torchvision"
+    root = data_root(cfg.dataset, cfg.root)
     try:
         splits = [cls(str(root), train=t, download=cfg.download) for t in (True, False)]
     except (RuntimeError, OSError) as e:
@@ -108,9 +109,10 @@ def _original_sizes(split: FileSplit) -> np.ndarray:
 
 
 def _files(cfg: DataConfig, **common) -> DataBundle:
-    if cfg.root is None:
+    root = data_root(cfg.dataset, cfg.root)
+    if root is None:
         raise DatasetError(f"data.dataset={cfg.dataset} needs data.root=<dataset folder or .tar.gz>")
-    root = require(Path(cfg.root).expanduser(), f"{LAYOUTS[cfg.dataset]} (or a .tar.gz of that folder)")
+    root = require(root, f"{LAYOUTS[cfg.dataset]} (or a .tar.gz of that folder)")
     cache_dir = Path(cfg.cache_dir).expanduser()
     if is_archive(root):
         root = unpack_once(root, cache_dir)

@@ -8,7 +8,10 @@ ran before it (exact resume), and whatever the world size or worker count.
 from __future__ import annotations
 
 import math
+import os
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -24,6 +27,23 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 class DatasetError(RuntimeError):
     """Missing, empty, corrupt or wrongly laid out data; the message names the path and the expected layout."""
+
+
+def data_root(dataset: str, root: str | None) -> Path | None:
+    """Where ``data.root`` points: ``$SAOL_DATA`` (default ``data``) and other ``$VAR``s expanded; None
+    = the dataset's default under $SAOL_DATA (``config.DEFAULT_ROOTS``). Raises DatasetError for an
+    unset variable."""
+    from ..config import DEFAULT_ROOTS
+    home = os.environ.get("SAOL_DATA", "data")
+    if root is None:
+        default = DEFAULT_ROOTS.get(dataset)
+        return Path(home) / default if default else None
+    text = os.path.expandvars(root.replace("${SAOL_DATA}", home).replace("$SAOL_DATA", home))
+    unset = re.search(r"[$][{]?(\w+)", text)
+    if unset:
+        raise DatasetError(f"data.root={root!r}: environment variable {unset[1]} is not set; set it or give "
+                           f"the path")
+    return Path(text).expanduser()
 
 
 def make_generator(seed: int, *keys: int) -> torch.Generator:

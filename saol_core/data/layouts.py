@@ -23,7 +23,7 @@ WSOL_LAYOUT = ("the wsolevaluation metadata format: <root>/metadata/{train,test 
                "class_labels.txt (id,label), image_sizes.txt (id,w,h), localization.txt (id,x0,y0,x1,y1); "
                "images at <root>/<image id>")
 
-LAYOUTS = {"folder": FOLDER_LAYOUT, "imagenet": IMAGENET_LAYOUT, "cub": CUB_LAYOUT, "wsol": WSOL_LAYOUT}
+LAYOUTS = {"folder": FOLDER_LAYOUT, "cifar10_jpeg": FOLDER_LAYOUT, "imagenet": IMAGENET_LAYOUT, "cub": CUB_LAYOUT, "wsol": WSOL_LAYOUT}
 
 
 @dataclass

@@ -29,6 +29,7 @@ class Row:
     label: str
     set: dict = field(default_factory=dict)
     recipe: str | None = None
+    seeds: list[int] | None = None  # the study's seeds this row runs (None = all of them)
 
 
 @dataclass
@@ -131,7 +132,7 @@ def _grid_rows(rows: list[Row], grid: dict) -> list[Row]:
                            for k, v in zip(keys, combo))
             label = ", ".join(f"{k.rsplit('.', 1)[-1]}={_fmt(v)}" for k, v in zip(keys, combo))
             out.append(Row(f"{row.name}_{tag}", f"{row.label} ({label})", {**row.set, **dict(zip(keys, combo))},
-                           row.recipe))
+                           row.recipe, row.seeds))
     return out
 
 
@@ -173,8 +174,9 @@ def load_study(path: str | Path) -> Study:
     if delta_row is not None and delta_row not in {r.name for r in rows}:
         raise ConfigError(f"{path}: study.delta_row {delta_row!r} is not a row")
     seeds = spec.get("seeds", [0])
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
-        raise ConfigError(f"{path}: study.seeds must be a non-empty list of ints, got {seeds!r}")
+    for where, value in [("study.seeds", seeds)] + [(f"row {r.name!r} seeds", r.seeds) for r in rows if r.seeds is not None]:
+        if not isinstance(value, list) or not value or not all(isinstance(s, int) for s in value):
+            raise ConfigError(f"{path}: {where} must be a non-empty list of ints, got {value!r}")
     return Study(path=path, name=str(tree.get("name", Path(path).stem)), source=str(tree.get("source", "")),
                  title=str(spec.get("title", tree.get("name", path))),
                  notebook=spec.get("notebook", "notebooks/01_train.ipynb"),
@@ -201,13 +203,19 @@ def _recipe(study: Study, row: Row) -> dict:
     return {"source": f"{study.source}; {source}" if source else study.source, **recipe}
 
 
+def row_seeds(study: Study, row: Row) -> list[int]:
+    """The seeds a row runs: the study's, or those of them the row lists (a smoke study's ``seeds: [0]``
+    thus cuts every row to seed 0)."""
+    return [s for s in study.seeds if row.seeds is None or s in row.seeds]
+
+
 def expand(study: Study, extra: list[str] | None = None, only: list[str] | None = None) -> list[Run]:
     """The study's runs in table order (row, variant, seed), filtered by ``only`` glob patterns."""
     sections = ("data", "model", "loss", "optim", "train")
     overlay = _sections(study.overlay, sections) if study.overlay else {}
     cli = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in extra or [])}
     runs = []
-    for row, variant, seed in itertools.product(study.rows, study.variants, study.seeds):
+    for row, variant, seed in ((r, v, s) for r in study.rows for v in study.variants for s in row_seeds(study, r)):
         name = f"{row.name}-{variant.name}-s{seed}"
         if only and not any(fnmatch.fnmatchcase(name, p) for p in only):
             continue
