@@ -166,6 +166,8 @@ def _comparable(tree: dict) -> dict:
 
 def config_changes(old: dict, new: dict) -> list[str]:
     """Dotted keys where two config trees describe different experiments (execution settings such as
-    device, threads or out_dir ignored), sorted; [] = the same experiment."""
-    old, new = _comparable(old), _comparable(new)
+    device, threads or out_dir ignored), sorted; [] = the same experiment. A key one tree lacks counts
+    as its default (a setting added to the code later, at its default, is what older runs did)."""
+    defaults = _comparable(ExperimentConfig().to_dict())
+    old, new = {**defaults, **_comparable(old)}, {**defaults, **_comparable(new)}
     return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))

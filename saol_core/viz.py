@@ -166,32 +166,56 @@ def paste(images: Tensor, i: int, j: int, box: tuple[int, int, int, int]) -> Ten
     return mixed
 
 
-def results_plot(summary: pd.DataFrame):
-    """Ours (mean ± std over seeds) and the paper's number per row, one panel per table column; panels
-    share the accuracy axis when all values lie within 10 points.
+METRIC_LABELS = {"top1": "top-1 (%)", "top5": "top-5 (%)", "saol_top1": "SAOL top-1 (%)",
+                 "gap_top1": "GAP-FC top-1 (%)", "saol_top5": "SAOL top-5 (%)", "gap_top5": "GAP-FC top-5 (%)"}
 
-    summary: ``saol_core.study.summarize`` output (the first metric of each column is plotted).
+
+def results_plot(summary: pd.DataFrame, results: pd.DataFrame | None = None):
+    """Every cell of a study: its per-seed values (dots), their mean with the 95 % t-interval of the mean
+    (bar), and the paper's numbers (one marker per reference model); one panel per table column.
+
+    summary: ``saol_core.study.summarize`` output (the first metric of each column is plotted);
+    results: ``saol_core.study.collect`` output (per-seed values; without it, mean ± std).
     """
+    from scipy import stats
     df = summary.drop_duplicates(["row", "column"])  # first metric of each cell
     columns = list(dict.fromkeys(df["column"]))
-    values = pd.concat([df["mean"], df["paper"]]).astype(float).dropna()
+    refs = [c for c in df if c.startswith("paper:")] or ["paper"]
+    values = pd.concat([df["mean"], *[df[r] for r in refs]]).astype(float).dropna()
     share = len(values) > 0 and values.max() - values.min() <= 10
+    markers = ["x", "+", "1", "*"]
     with sns.axes_style("whitegrid"):
-        fig, axes = plt.subplots(1, len(columns), figsize=(3.4 * len(columns), 0.42 * df["row"].nunique() + 1.4),
+        fig, axes = plt.subplots(1, len(columns), figsize=(3.6 * len(columns), 0.42 * df["row"].nunique() + 1.9),
                                  sharey=True, sharex=share, squeeze=False)
         for ax, column in zip(axes[0], columns):
-            part = df[df.column == column]
-            y = np.arange(len(part))
-            ax.errorbar(part["mean"].astype(float), y, xerr=part["std"].astype(float).fillna(0), fmt="o",
-                        color="C0", label="ours (mean ± std)", capsize=3)
-            if part["paper"].notna().any():
-                ax.scatter(part["paper"].astype(float), y, marker="x", color="C3", label="paper", zorder=3)
-            ax.set_yticks(y, part["label"], fontsize=8)
+            part = df[df.column == column].reset_index(drop=True)
+            for y, cell in part.iterrows():
+                seeds = [] if results is None else [
+                    float(v) for v in results[(results.row == cell.row) & (results.status == "finished")
+                                              & (results.variant == cell.variant)][cell.metric]
+                    if v is not None and not pd.isna(v)]
+                if seeds:
+                    ax.scatter(seeds, y + np.linspace(-0.15, 0.15, len(seeds)), s=10, color="C0", alpha=0.5,
+                               label="ours, per seed" if y == 0 else None)
+                if cell["n"] and not pd.isna(cell["mean"]):
+                    half = (stats.t.ppf(0.975, cell["n"] - 1) * cell["std"] / np.sqrt(cell["n"])
+                            if results is not None and cell["n"] > 1 else cell["std"])
+                    ax.errorbar([cell["mean"]], [y], xerr=[0 if pd.isna(half) else half], fmt="o", color="C0",
+                                capsize=3, label=("ours, mean ± 95 % CI" if results is not None else "ours, mean ± std")
+                                if y == 0 else None)
+            for k, ref in enumerate(refs):
+                if part[ref].notna().any():
+                    name = "paper" if ref == "paper" else f"paper {ref.split(':', 1)[1]}"
+                    ax.scatter(part[ref].astype(float), np.arange(len(part)), marker=markers[k % len(markers)],
+                               color=f"C{3 + k}", label=name, zorder=3)
+            ax.set_yticks(np.arange(len(part)), part["label"], fontsize=8)
             ax.set_title(column, fontsize=9)
-            ax.set_xlabel(part["metric"].iloc[0] + " (%)")
+            ax.set_xlabel(METRIC_LABELS.get(part["metric"].iloc[0], part["metric"].iloc[0]))
         axes[0, 0].invert_yaxis()
-        axes[0, -1].legend(fontsize=7, loc="best")
-    fig.tight_layout()
+        handles = {l: h for ax in axes[0] for h, l in zip(*ax.get_legend_handles_labels())}
+        fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=len(handles), fontsize=7,
+                   frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
 
 

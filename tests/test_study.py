@@ -121,7 +121,7 @@ def test_paper_numbers_match_the_printed_deltas():
                                    -0.89, -1.48, 0.70, 0.35, 0.29, 0.52, 0.76, 0.84]}
     for name, deltas in printed.items():
         study = st.load_study(ROOT / f"params/{name}.yaml")
-        ours = [round(study.paper[r.name][j][0] - study.paper[r.name][0][0], 2)
+        ours = [round(study.papers["paper"][r.name][j][0] - study.papers["paper"][r.name][0][0], 2)
                 for r in study.rows for j in (1, 2)]
         assert ours == deltas, name
 
@@ -278,3 +278,41 @@ def test_rows_may_run_a_subset_of_the_seeds():
     assert {r.seed for r in runs if r.row == "saol_ce"} == {0, 1, 2}
     smoke = st.expand(st.load_study("params/smoke/cifar10_resnet20.yaml"))
     assert len(smoke) == 10 and {r.seed for r in smoke} == {0}
+
+
+def test_comparisons_pair_seeds_and_references_show_beside_ours(tmp_path):
+    path = make_study(tmp_path, seeds=[0, 1, 2], papers={"R-110": {"a": [90.0, 91.0]}, "WRN": {"a": [94.0, 95.0]}},
+                      comparisons=[{"label": "SAOL − GAP", "a": "a.saol_top1", "b": "a.gap_top1",
+                                    "paper": {"R-110": 1.0, "WRN": 1.0}, "variant": "saol"},
+                                   {"label": "B − A", "a": "b.saol_top1", "b": "a.saol_top1", "variant": "saol"}])
+    study = st.load_study(path)
+    runs_dir = tmp_path / "out/runs"
+    for seed, (gap, saol, b) in enumerate([(90.0, 91.0, 91.0), (91.0, 92.5, 91.0), (92.0, 92.9, 91.0)]):
+        fake_run(runs_dir, f"a-saol-s{seed}", {"saol_top1": saol, "gap_top1": gap})
+        fake_run(runs_dir, f"b-saol-s{seed}", {"saol_top1": b, "gap_top1": 0.0})
+    results = st.collect(study, tmp_path / "out")
+    assert results.notebook.isna().all()        # no executed notebooks (e.g. --only): the report still works
+    table = st.comparisons(study, results).set_index("comparison")
+    assert table.loc["SAOL − GAP", "n"] == 3 and table.loc["SAOL − GAP", "mean"] == pytest.approx(1.1333333)
+    assert table.loc["SAOL − GAP", "verdict"] == "reproduced"   # differences 1.0, 1.5, 0.9: all > 0
+    assert table.loc["B − A", "verdict"] == "no difference resolved"  # no paper sign; 0, -1.5, -1.9
+    md = st.table_markdown(study, st.summarize(study, results))
+    assert md.splitlines()[0] == "| Model | GAP-FC | paper R-110 | paper WRN | SAOL | paper R-110 | paper WRN |"
+    assert "| Row A | — | 90.00 | 94.00 | 92.13 ± 1.00 [n=3] | 91.00 (+1.00) | 95.00 |" in md
+    report = st.write_report(study, tmp_path / "out", st.summarize(study, results), results, {}).read_text()
+    assert "| SAOL − GAP | +1.13 [+0.33, +1.93] (n=3) | reproduced | +1.00 | +1.00 |" in report
+    assert "--table-only" in report
+
+
+def test_comparison_paper_deltas_match_the_transcribed_cells():
+    study = st.load_study("params/cifar10_resnet20.yaml")
+    column = {c.metric[0]: j for j, c in enumerate(study.columns)}
+    checked = 0
+    for c in study.comparisons:
+        for ref, delta in c.paper.items():
+            table = study.papers.get(ref, {})
+            (ra, ma), (rb, mb) = c.a, c.b
+            if ra in table and rb in table and table[ra][column[ma]][0] is not None:
+                assert round(table[ra][column[ma]][0] - table[rb][column[mb]][0], 2) == delta, (c.label, ref)
+                checked += 1
+    assert checked >= 12

@@ -12,7 +12,8 @@ A params file's ``study:`` section (ignored by ``make_config``) declares the gri
       notebook: notebooks/01_train.ipynb    # executed once per run (PARAMS, OVERRIDES, OUT_DIR)
       table_notebook: notebooks/02_table.ipynb   # executed once at the end (PARAMS, OUT_DIR)
       seeds: [0, 1, 2, 3, 4]
-      rows:      # table lines: name, label, optional recipe file, dotted-key overrides (default: one row)
+      rows:      # table lines: name, label, optional recipe file, dotted-key overrides (default: one row),
+                 # optional seeds (those of the study's seeds this row runs)
         - {name: saol_cm, label: SAOL + CutMix, recipe: params/base/cifar_abn.yaml, set: {loss.cutmix_prob: 0.5}}
       grid: {optim.lr: [0.05, 0.1]}         # optional: every row x every combination (a cartesian product)
       variants:  # runs per row (one run per row x variant x seed; default: one)
@@ -21,6 +22,10 @@ A params file's ``study:`` section (ignored by ``make_config``) declares the gri
         - {label: CIFAR-10, variant: c10, metric: top1, delta_to: <column label>}
       delta_row: <row name>                 # deltas against this row (default: the same row)
       paper: {saol_cm: [96.21]}             # the paper's numbers, per row, aligned with `columns`
+      papers: {ResNet-110: {...}, WRN-40-2: {...}}   # instead of paper: several reference models
+      comparisons:  # paired differences a - b over common seeds, 95 % t-interval, verdict vs the paper's sign
+        - {label: SAOL − GAP-FC, a: saol.saol_top1, b: gap.gap_top1, paper: {ResNet-110: 1.61}}
+      setting: "how this study differs from the paper's setting"   # shown in the report
       set: {train.eval_every: 1}            # overrides applied to every run
       overlay: params/smoke/overlay.yaml    # a params file applied on top of every run (smoke studies)
       define: {...}                         # free space for YAML anchors; ignored
@@ -32,11 +37,12 @@ present, else GAP-FC); other metric names are looked up in the run summary's ``f
 its top level. Cells report the final epoch's accuracy (not the best epoch's: that would select on the
 test set), mean +- sample std over the finished seeds.
 """
-from .report import collect, histories, metric_value, summarize, table_markdown, write_report
+from .report import collect, comparisons, comparisons_markdown, histories, maps_run, metric_value, summarize, table_markdown, write_report
 from .runner import clean_notebook, execute, main, refresh_notebooks, run_study
 from .spec import (ROOT, Column, Row, Run, Study, Variant, changed_keys, expand, flatten, load_study, project_path,
                    run_status)
 
-__all__ = ["ROOT", "Column", "Row", "Run", "Study", "Variant", "changed_keys", "clean_notebook", "collect", "execute", "expand",
+__all__ = ["ROOT", "Column", "Row", "Run", "Study", "Variant", "changed_keys", "clean_notebook", "collect",
+           "comparisons", "comparisons_markdown", "execute", "maps_run", "expand",
            "flatten", "histories", "load_study", "main", "metric_value", "project_path", "refresh_notebooks",
            "run_status", "run_study", "summarize", "table_markdown", "write_report"]

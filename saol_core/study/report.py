@@ -1,5 +1,5 @@
-"""Finished runs of a study -> the paper's table (ours mean ± std over seeds, n, delta, the paper's number)
--> ``table.md`` and ``README.md`` with the figures.
+"""Finished runs of a study -> the paper's table (ours mean ± std over seeds, n, delta, the paper's numbers),
+the paired comparisons (mean difference, 95 % interval, verdict) -> ``table.md`` and ``README.md``.
 """
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .spec import ROOT, Study, expand, project_path, run_status
+from .stats import LEVEL, paired, verdict
 
 
 def metric_value(summary: dict, name: str) -> float | None:
@@ -31,9 +32,13 @@ def collect(study: Study, out: str | Path):
         folder = runs_dir / run.name
         summary = json.loads((folder / "summary.json").read_text()) if status == "finished" else {}
         notebook = folder / Path(study.notebook).name
+        hardware = summary.get("hardware") or {}
         lines.append({"run": run.name, "row": run.row, "variant": run.variant, "seed": run.seed,
                       "status": status, "notebook": str(notebook) if notebook.exists() else None,
                       "wall_time_s": summary.get("wall_time_s"), "images_per_s": summary.get("images_per_s"),
+                      "hardware": f"{hardware['cpu']} ({hardware['cpu_count']} cores)" if hardware else None,
+                      "threads": hardware.get("torch_threads"), "device": summary.get("device"),
+                      "amp": summary.get("amp"),
                       **{m: metric_value(summary, m) if summary else None for m in metrics}})
     return pd.DataFrame(lines)
 
@@ -55,13 +60,16 @@ def summarize(study: Study, results):
     for row in study.rows:
         for j, col in enumerate(study.columns):
             runs = done[(done.row == row.name) & (done.variant == col.variant)]
-            paper = study.paper[row.name][j] if row.name in study.paper else [None] * len(col.metric)
+            papers = {ref: table[row.name][j] if row.name in table else [None] * len(col.metric)
+                      for ref, table in study.papers.items()}
             for k, metric in enumerate(col.metric):
                 values = [v for v in runs[metric] if v is not None and not pd.isna(v)]
                 mean, std = _mean_std(values)
+                refs = {ref: values[k] for ref, values in papers.items()}
                 cells[row.name, col.label, k] = {
-                    "row": row.name, "label": row.label, "column": col.label, "metric": metric,
-                    "n": len(values), "mean": mean, "std": std, "paper": paper[k]}
+                    "row": row.name, "label": row.label, "column": col.label, "variant": col.variant,
+                    "metric": metric, "n": len(values), "mean": mean, "std": std, "paper": next(iter(refs.values()), None),
+                    **{f"paper:{ref}": v for ref, v in refs.items()}}
     for (row, column, k), cell in cells.items():
         col = next(c for c in study.columns if c.label == column)
         ref = cells.get((study.delta_row or row, col.delta_to or column, k))
@@ -81,34 +89,88 @@ def _num(x: float | None, signed: bool = False) -> str:
     return "—" if _missing(x) else f"{x:+.2f}" if signed else f"{x:.2f}"
 
 
-def _cell(part, ours: bool) -> str:
-    """One table cell from the summary lines of one (row, column): "a ± s / b ± s (+d) [n=5]"."""
+def _cell(part, ours: bool, ref: str = "paper") -> str:
+    """One table cell from the summary lines of one (row, column): "a ± s / b ± s (+d) [n=5]" for ours,
+    the reference's numbers (with their delta for the first reference) otherwise."""
     first = part.iloc[0]
-    if ours and first["n"] == 0 or not ours and all(_missing(p) for p in part["paper"]):
+    key = "paper" if ours else f"paper:{ref}"
+    if ours and first["n"] == 0 or not ours and all(_missing(p) for p in part[key]):
         return "—"
     if ours:
         text = " / ".join(_num(m) + ("" if _missing(s) else f" ± {s:.2f}") for m, s in zip(part["mean"], part["std"]))
     else:
-        text = " / ".join(_num(p) for p in part["paper"])
-    delta = first["delta" if ours else "paper_delta"]
+        text = " / ".join(_num(p) for p in part[key])
+    delta = first["delta"] if ours else first["paper_delta"] if part[key].equals(part["paper"]) else None
     text += "" if _missing(delta) else f" ({_num(delta, True)})"
     return text + (f" [n={first['n']}]" if ours else "")
 
 
 def table_markdown(study: Study, summary) -> str:
-    """The paper's layout: a line per row; per column ours (mean ± std (delta) [n]) and the paper's."""
-    with_paper = bool(study.paper)
+    """The paper's layout: a line per row; per column ours (mean ± std (delta) [n]) and each reference's."""
+    refs = [ref for ref, table in study.papers.items() if table]
     head = ["Model"]
     for c in study.columns:
-        head += [c.label, "paper"] if with_paper else [c.label]
+        head += [c.label] + [ref if len(refs) == 1 and ref == "paper" else f"paper {ref}" for ref in refs]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in study.rows:
         cells = [row.label]
         for c in study.columns:
             part = summary[(summary.row == row.name) & (summary.column == c.label)]
-            cells += [_cell(part, True)] + ([_cell(part, False)] if with_paper else [])
+            cells += [_cell(part, True)] + [_cell(part, False, ref) for ref in refs]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def comparisons(study: Study, results):
+    """One line per ``study.comparisons`` entry: the paired a - b over common seeds with its interval,
+    the paper's a - b per reference and the verdict (against the first reference that has one)."""
+    import pandas as pd
+    done = results[results.status == "finished"]
+
+    def values(row: str, metric: str, variant: str) -> dict[int, float]:
+        part = done[(done.row == row) & (done.variant == variant)]
+        return {int(s): float(v) for s, v in zip(part.seed, part[metric]) if v is not None and not pd.isna(v)}
+
+    lines = []
+    for c in study.comparisons:
+        p = paired(values(*c.a, c.variant), values(*c.b, c.variant))
+        sign = next((v for v in c.paper.values() if v is not None), None)
+        lines.append({"comparison": c.label, "a": ".".join(c.a), "b": ".".join(c.b), "n": p.n, "mean": p.mean,
+                      "sd": p.sd, "lo": p.lo, "hi": p.hi, "verdict": verdict(p, sign),
+                      **{f"paper:{ref}": c.paper.get(ref) for ref in study.papers if study.papers[ref]}})
+    return pd.DataFrame(lines)
+
+
+def comparisons_markdown(study: Study, table) -> str:
+    """The comparisons as a markdown table (ours: mean [interval] (n), verdict, the paper's deltas)."""
+    refs = [ref for ref, t in study.papers.items() if t]
+    head = ["Comparison (a − b)", f"ours: paired Δ [{LEVEL:.0%} CI] (n)", "verdict", *[f"paper Δ {r}" for r in refs]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for c in table.to_dict("records"):
+        ours = "—" if _missing(c["mean"]) else _num(c["mean"], True) + (
+            "" if _missing(c["lo"]) else f" [{_num(c['lo'], True)}, {_num(c['hi'], True)}]") + f" (n={c['n']})"
+        lines.append("| " + " | ".join([c["comparison"], ours, c["verdict"],
+                                        *[_num(c[f"paper:{r}"], True) for r in refs]]) + " |")
+    return "\n".join(lines)
+
+
+def maps_run(out: str | Path, results) -> str | None:
+    """The finished run to draw SAOL's maps from: the first with a checkpoint that trains the full method
+    (CutMix + L_SS1 + L_SS2), else the last SAOL run with a checkpoint; None if no checkpoint is left
+    (committed records keep no checkpoints)."""
+    import yaml
+    runs_dir = project_path(out) / "runs"
+    candidates = []
+    for run in results[results.status == "finished"].run:
+        folder = runs_dir / run
+        if not (folder / "checkpoint.pt").exists():
+            continue
+        cfg = yaml.safe_load((folder / "config.yaml").read_text())
+        loss = cfg["loss"]
+        if "saol" in cfg["model"]["heads"]:
+            candidates.append((loss["cutmix_prob"] > 0 and loss["w_ss1"] > 0 and loss["w_ss2"] > 0, run))
+    full = [run for is_full, run in candidates if is_full]
+    return full[0] if full else candidates[-1][1] if candidates else None
 
 
 def histories(out: str | Path, results):
@@ -129,25 +191,50 @@ def _rel(path: str | Path, base: Path) -> str:
     return str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
 
 
+def _machine(results) -> str:
+    """The hardware and settings the finished runs report, e.g. "AMD EPYC (2 cores), cpu, 1 thread(s), bfloat16"."""
+    done = results[results.status == "finished"]
+    seen = sorted({f"{r.hardware}, {r.device}, {r.threads} thread(s), {r.amp}" for r in done.itertuples()
+                   if not _missing(r.hardware)})
+    return "; ".join(seen) or "—"
+
+
 def write_report(study: Study, out: str | Path, summary, results, figures: dict[str, str | Path]) -> Path:
-    """``<out>/table.md`` (the table) and ``<out>/README.md`` (table, figures, runs, how to reproduce)."""
+    """``<out>/table.md`` (the tables) and ``<out>/README.md`` (tables, setting, figures, runs, how to
+    regenerate). Both texts are built before either is written."""
     from ..runs import atomic_write_text
     out = project_path(out)
     table = table_markdown(study, summary)
     note = ("Accuracy (%) at the final epoch. Ours: mean ± sample std over the finished seeds, (±d) = "
-            "difference to the reference cell" + (f" (row `{study.delta_row}`)" if study.delta_row else "")
+            "difference of the means to the reference cell" + (f" (row `{study.delta_row}`)" if study.delta_row else "")
             + ", [n=runs]; the paper's numbers are means of its runs.")
-    atomic_write_text(out / "table.md", f"## {study.title}\n\n{table}\n\n{note}\n")
-    done = int((results.status == "finished").sum())
-    parts = [f"# {study.title}", "", f"Source: {study.source}", "",
-             f"Study `{study.path}`: {done}/{len(results)} runs finished. Reproduce or resume: "
-             f"`python -m saol_core.study {study.path} --out {_rel(out, ROOT)}`.", "", table, "", note, ""]
+    tables = [table, "", note]
+    if study.comparisons:
+        tables += ["", comparisons_markdown(study, comparisons(study, results)), "",
+                   f"Paired Δ: mean over the seeds both rows finished of (a − b), with its {LEVEL:.0%} Student-t "
+                   "interval. Verdict: *reproduced* = the interval excludes 0 on the paper's side (the first "
+                   "reference with a number), *contradicted* = it excludes 0 on the other side, *unresolved* = "
+                   "it includes 0 (a difference inside the noise of these seeds)."]
+    done = results[results.status == "finished"]
+    cpu_s = sum(float(r.wall_time_s) * int(r.threads) for r in done.itertuples()
+                if not _missing(r.wall_time_s) and not _missing(r.threads))
+    rel = _rel(out, ROOT)
+    parts = [f"# {study.title}", "", f"Source: {study.source}", ""]
+    if study.setting:
+        parts += [study.setting.strip(), ""]
+    parts += [f"Study `{study.path}`: {len(done)}/{len(results)} runs finished on {_machine(results)}; "
+              f"{sum(float(w) for w in done.wall_time_s if not _missing(w)) / 3600:.2f} h of run wall time, "
+              f"{cpu_s / 3600:.2f} thread-hours.", "",
+              f"Regenerate this page from the committed run records: `python -m saol_core.study {study.path} "
+              f"--out {rel} --table-only`. Run or resume the missing runs: `python -m saol_core.study "
+              f"{study.path} --out {rel}`.", "", *tables, ""]
     for title, path in figures.items():
         parts += [f"### {title}", "", f"![{title}]({_rel(project_path(path), out)})", ""]
-    parts += ["### Runs", "", "| run | status | wall time (s) | images/s | executed notebook |",
+    parts += ["### Runs", "", "| run | status | wall time (s) | train images/s | executed notebook |",
               "|---|---|---|---|---|"]
     for r in results.itertuples():
-        nb = f"[{Path(r.notebook).name}]({_rel(r.notebook, out)})" if r.notebook else "—"
+        nb = "—" if _missing(r.notebook) else f"[{Path(r.notebook).name}]({_rel(r.notebook, out)})"
         parts.append(f"| `{r.run}` | {r.status} | {_num(r.wall_time_s)} | {_num(r.images_per_s)} | {nb} |")
+    atomic_write_text(out / "table.md", f"## {study.title}\n\n" + "\n".join(tables) + "\n")
     atomic_write_text(out / "README.md", "\n".join(parts) + "\n")
     return out / "README.md"

@@ -75,11 +75,14 @@ def check(study: Study, runs: list[Run], runs_dir: Path) -> None:
 
 
 def run_study(study: Study, out: Path, *, only: list[str] | None = None, extra: list[str] | None = None,
-              table: bool = True, jobs: int = 1) -> dict[str, str]:
-    """Execute every unfinished run (resuming partial ones; ``jobs`` at a time), then the table notebook.
+              table: bool = True, jobs: int = 1, train: bool = True) -> dict[str, str]:
+    """Execute every unfinished run (resuming partial ones; ``jobs`` at a time), then the table notebook;
+    ``train=False``: the table notebook alone, from the finished run records.
 
     Returns {run name: failure report} (empty when everything ran).
     """
+    if not train:
+        return _table(study, out)
     from tqdm.auto import tqdm
     runs_dir = out / "runs"
     runs = expand(study, extra, only)
@@ -112,15 +115,18 @@ def run_study(study: Study, out: Path, *, only: list[str] | None = None, extra: 
                 tqdm.write(f"[study] FAILED {run.name}: {error}")
             bar.set_postfix_str(run.name)
             bar.update(1)
-    if table:
-        error = execute(study.table_notebook, out / Path(study.table_notebook).name,
-                        {"PARAMS": study.path, "OUT_DIR": str(out)})
-        if error:
-            failures["(table)"] = error
-            print(f"[study] FAILED table notebook: {error}", flush=True)
-        else:
-            print(f"[study] table: {out / 'table.md'}; report: {out / 'README.md'}", flush=True)
-    return failures
+    return {**failures, **(_table(study, out) if table else {})}
+
+
+def _table(study: Study, out: Path) -> dict[str, str]:
+    """Execute the table notebook; {"(table)": failure report} or {}."""
+    error = execute(study.table_notebook, out / Path(study.table_notebook).name,
+                    {"PARAMS": study.path, "OUT_DIR": str(out)})
+    if error:
+        print(f"[study] FAILED table notebook: {error}", flush=True)
+        return {"(table)": error}
+    print(f"[study] table: {out / 'table.md'}; report: {out / 'README.md'}", flush=True)
+    return {}
 
 
 # ---- committed notebooks -------------------------------------------------------------------------------
@@ -184,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="list the runs, their status and train commands")
     ap.add_argument("--jobs", type=int, default=1, help="runs executed at once (e.g. small nets on a big GPU)")
     ap.add_argument("--no-table", action="store_true", help="skip the table notebook at the end")
+    ap.add_argument("--table-only", action="store_true",
+                    help="only regenerate the table and report from the finished run records (no training)")
     ap.add_argument("--refresh-notebooks", nargs="*", metavar="NAME",
                     help="re-execute notebooks/ (or the named ones) in place with their smoke parameters")
     args = ap.parse_args(argv)
@@ -203,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             check(study, runs, out / "runs")
             return 0
         failures = run_study(study, out, only=args.only, extra=args.set, table=not args.no_table,
-                             jobs=args.jobs)
+                             jobs=args.jobs, train=not args.table_only)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2

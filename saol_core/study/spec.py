@@ -20,7 +20,7 @@ from ..runs import config_changes
 ROOT = Path(__file__).resolve().parents[2]
 NAME = re.compile(r"^[A-Za-z0-9_.]+$")
 STUDY_KEYS = {"title", "notebook", "table_notebook", "seeds", "rows", "grid", "variants", "columns",
-              "delta_row", "paper", "set", "overlay", "define"}
+              "delta_row", "paper", "papers", "comparisons", "setting", "set", "overlay", "define"}
 
 
 @dataclass
@@ -48,6 +48,16 @@ class Column:
 
 
 @dataclass
+class Comparison:
+    """A paired difference a - b between two cells (``row.metric``) of one variant, over common seeds."""
+    label: str
+    a: tuple[str, str]      # (row, metric)
+    b: tuple[str, str]
+    paper: dict[str, float | None]  # the paper's a - b per reference model (first non-null gives the sign)
+    variant: str
+
+
+@dataclass
 class Run:
     name: str        # "<row>-<variant>-s<seed>": its run folder under <out>/runs/
     row: str
@@ -69,7 +79,9 @@ class Study:
     rows: list[Row]
     variants: list[Variant]
     columns: list[Column]
-    paper: dict[str, list]
+    papers: dict[str, dict[str, list]]  # reference model -> row -> per column, per metric
+    comparisons: list[Comparison]
+    setting: str  # how this study's setting differs from the paper's (shown in the report)
     delta_row: str | None
     set: dict
     overlay: str | None
@@ -163,13 +175,18 @@ def load_study(path: str | Path) -> Study:
                               f"variants: {[v.name for v in variants]}")
         if c.delta_to is not None and c.delta_to not in labels:
             raise ConfigError(f"{path}: column {c.label!r}: delta_to {c.delta_to!r} is not a column {labels}")
-    paper = {}
-    for row, values in (spec.get("paper") or {}).items():
-        if row not in {r.name for r in rows} or not isinstance(values, list) or len(values) != len(columns):
-            raise ConfigError(f"{path}: study.paper[{row!r}] must name a row and give {len(columns)} "
-                              f"value(s), one per column {labels}")
-        # one list per column, one number (or None) per metric of the column
-        paper[row] = [v if isinstance(v, list) else [v] * len(c.metric) for v, c in zip(values, columns)]
+    papers = {"paper": spec.get("paper") or {}} if "papers" not in spec else spec["papers"]
+    if not isinstance(papers, dict) or not all(isinstance(v, dict) for v in papers.values()):
+        raise ConfigError(f"{path}: study.papers must map a reference name to {{row: values}}")
+    for ref, table in papers.items():
+        for row, values in table.items():
+            if row not in {r.name for r in rows} or not isinstance(values, list) or len(values) != len(columns):
+                where = "paper" if "papers" not in spec else f"papers[{ref!r}]"
+                raise ConfigError(f"{path}: study.{where}[{row!r}] must name a row and give {len(columns)} "
+                                  f"value(s), one per column {labels}")
+            # one list per column, one number (or None) per metric of the column
+            table[row] = [v if isinstance(v, list) else [v] * len(c.metric) for v, c in zip(values, columns)]
+    comparisons = [_comparison(c, rows, variants, papers, path) for c in spec.get("comparisons") or []]
     delta_row = spec.get("delta_row")
     if delta_row is not None and delta_row not in {r.name for r in rows}:
         raise ConfigError(f"{path}: study.delta_row {delta_row!r} is not a row")
@@ -181,8 +198,32 @@ def load_study(path: str | Path) -> Study:
                  title=str(spec.get("title", tree.get("name", path))),
                  notebook=spec.get("notebook", "notebooks/01_train.ipynb"),
                  table_notebook=spec.get("table_notebook", "notebooks/02_table.ipynb"),
-                 seeds=seeds, rows=rows, variants=variants, columns=columns, paper=paper,
-                 delta_row=delta_row, set=flatten(spec.get("set") or {}), overlay=spec.get("overlay"))
+                 seeds=seeds, rows=rows, variants=variants, columns=columns, papers=papers,
+                 comparisons=comparisons, setting=str(spec.get("setting", "")), delta_row=delta_row, set=flatten(spec.get("set") or {}), overlay=spec.get("overlay"))
+
+
+def _comparison(item: Any, rows: list[Row], variants: list[Variant], papers: dict, path: str) -> Comparison:
+    """``{label, a: row.metric, b: row.metric, paper: {reference: a - b}, variant}`` -> Comparison."""
+    fields = {"label", "a", "b", "paper", "variant"}
+    if not isinstance(item, dict) or not {"label", "a", "b"} <= set(item) or set(item) - fields:
+        raise ConfigError(f"{path}: each study.comparisons entry needs label, a, b (row.metric) and may "
+                          f"have paper ({{reference: a - b}}) and variant; got {item!r}")
+    cells = []
+    for side in ("a", "b"):
+        row, _, metric = str(item[side]).partition(".")
+        if row not in {r.name for r in rows} or not metric:
+            raise ConfigError(f"{path}: comparison {item['label']!r}: {side}={item[side]!r} must be "
+                              f"<row>.<metric> with a row of {[r.name for r in rows]}")
+        cells.append((row, metric))
+    paper = item.get("paper") or {}
+    unknown = set(paper) - set(papers)
+    if not isinstance(paper, dict) or unknown:
+        raise ConfigError(f"{path}: comparison {item['label']!r}: paper must map references of "
+                          f"study.papers {list(papers)} to the paper's a - b; unknown: {sorted(unknown)}")
+    variant = item.get("variant", variants[0].name)
+    if variant not in {v.name for v in variants}:
+        raise ConfigError(f"{path}: comparison {item['label']!r}: variant {variant!r} is not a variant")
+    return Comparison(str(item["label"]), cells[0], cells[1], paper, variant)
 
 
 def _sections(path: str, keep: tuple[str, ...]) -> dict:
