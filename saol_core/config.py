@@ -6,6 +6,7 @@ be repeated from its folder alone. Errors name the offending key and list the va
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,10 +174,21 @@ class ExperimentConfig:
 
     def validate(self) -> "ExperimentConfig":
         checks = [
+            (bool(DEVICE.match(self.train.device)),
+             f"train.device={self.train.device!r} is not valid; use auto, cpu, cuda or cuda:<index>"),
             (0 <= self.loss.cutmix_prob <= 1, "loss.cutmix_prob must be in [0, 1]"),
             (self.loss.cutmix_beta > 0, "loss.cutmix_beta must be > 0"),
             (self.train.epochs >= 1, "train.epochs must be >= 1"),
             (self.train.batch_size >= 1, "train.batch_size must be >= 1"),
+            (self.train.eval_every >= 1, "train.eval_every must be >= 1 (the last epoch is always evaluated)"),
+            (self.train.checkpoint_every >= 1,
+             "train.checkpoint_every must be >= 1 (the last epoch is always checkpointed)"),
+            (self.train.max_steps is None or self.train.max_steps >= 1,
+             "train.max_steps must be >= 1, or null for whole epochs"),
+            (self.train.eval_batches is None or self.train.eval_batches >= 1,
+             "train.eval_batches must be >= 1, or null for the whole test set"),
+            (self.data.train_size >= 1 and self.data.test_size >= 1, "data.train_size and data.test_size must be >= 1"),
+            (self.data.image_size >= 8, "data.image_size must be >= 8"),
             (self.optim.lr > 0, "optim.lr must be > 0"),
             (self.model.head_channels >= 1, "model.head_channels must be >= 1"),
             (0 <= self.model.shakedrop < 1, "model.shakedrop must be in [0, 1)"),
@@ -213,6 +225,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 errors.append(str(e))
         raise ConfigError(errors[0])
     if origin is Literal:
+        if isinstance(value, bool) and "off" in args and "on" not in args and value is False:
+            value = "off"  # YAML 1.1 reads a bare off as false
         if value not in args:
             raise ConfigError(f"{key}={value!r} is not valid; choose one of {list(args)}")
         return value
@@ -222,6 +236,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"{key} must be a list, got {type(value).__name__} {value!r}")
         return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)] if args else value
+    if tp in (int, float) and isinstance(value, str) and NUMBER.match(value.strip()):
+        number = float(value)  # YAML 1.1 reads 1e-3 (no dot) as text
+        if tp is int and not number.is_integer():
+            raise ConfigError(f"{key} must be int, got {value!r}")
+        return int(number) if tp is int else number
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp in (int, float) and isinstance(value, bool):
@@ -271,28 +290,36 @@ def parse_overrides(overrides: list[str]) -> dict:
     return tree
 
 
-def _merge(base: dict, extra: dict) -> dict:
+def _merge(base: dict, extra: dict, where: str = "") -> dict:
     out = dict(base)
     for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        if isinstance(v, dict) and k in out and not isinstance(out[k], dict):
+            raise ConfigError(f"{where}{k} must be a mapping of keys (e.g. {k}: {{key: value}}), got {out[k]!r}")
+        out[k] = _merge(out[k], v, f"{where}{k}.") if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
-def load_params(path: str | Path | None) -> dict:
+def load_params(path: str | Path | None, _chain: tuple[Path, ...] = ()) -> dict:
     """Read a params YAML file; ``extends: other.yaml`` (relative path) merges a base file first."""
     if path is None:
         return {}
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"params file {path} does not exist (see params/ for the experiments)")
+    if path.resolve() in _chain:
+        cycle = " -> ".join(str(p) for p in (*_chain, path.resolve()))
+        raise ConfigError(f"params files extend each other in a cycle: {cycle}; remove one extends:")
     try:
-        tree = yaml.safe_load(path.read_text()) or {}
+        tree = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"params file {path} is not valid YAML: {e}") from None
+    if tree is None:
+        raise ConfigError(f"params file {path} is empty; give its sections (see params/), or pass - for "
+                          f"the built-in defaults")
     if not isinstance(tree, dict):
         raise ConfigError(f"params file {path} must hold a mapping of sections")
     base = tree.pop("extends", None)
-    return _merge(load_params(path.parent / base), tree) if base else tree
+    return _merge(load_params(path.parent / base, (*_chain, path.resolve())), tree) if base else tree
 
 
 def make_config(params: str | Path | dict | None = None, overrides: list[str] | dict | None = None,
@@ -303,3 +330,7 @@ def make_config(params: str | Path | dict | None = None, overrides: list[str] | 
     if overrides:
         tree = _merge(tree, overrides if isinstance(overrides, dict) else parse_overrides(overrides))
     return _build(ExperimentConfig, tree).validate()
+
+
+DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")

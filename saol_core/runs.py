@@ -1,15 +1,20 @@
-"""Run folders: resolved config, environment record, metrics log and atomic checkpoints.
+"""Run folders: resolved config, environment record, metrics log and atomic, checksummed checkpoints.
 
 A run folder is the unit of reproducibility: `config.yaml` + `environment.json` say how a result was
 made; `metrics.jsonl` and `summary.json` say what it was. Files are replaced atomically (temp file +
-fsync + rename) so a run killed at any moment, or a full disk, never leaves a torn checkpoint or report.
+fsync + rename) so a run killed at any moment, or a full disk, never leaves a torn checkpoint or report;
+checkpoints end with a SHA-256 of their bytes, checked before a resume; one process at a time holds a
+folder (an advisory lock on `.lock`, released by the kernel when the process dies).
 """
 from __future__ import annotations
 
 import datetime
+import hashlib
+import io
 import json
 import os
 import platform
+import socket
 import subprocess
 import sys
 import tempfile
@@ -19,17 +24,31 @@ from typing import Any, Callable
 import torch
 import yaml
 
-from .config import ExperimentConfig
+from .config import ConfigError, ExperimentConfig
 
 
 class RunWriteError(OSError):
     """Writing a run file failed (e.g. disk full); the previous version of the file is intact."""
 
 
+class RunLocked(RuntimeError):
+    """Another process is training in this run folder."""
+
+
+class CheckpointCorrupt(RuntimeError):
+    """A checkpoint's bytes do not match the checksum written with them."""
+
+
+_CHECKSUM_TAG = b"SAOLSHA2"  # trailer: tag + SHA-256 of everything before it
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def _atomic(path: Path, write: Callable[[Any], None], mode: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; run files are ordinary files
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
@@ -44,8 +63,31 @@ def _atomic(path: Path, write: Callable[[Any], None], mode: str) -> None:
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """torch.save to a temp file in the same folder, then rename over ``path``."""
-    _atomic(Path(path), lambda f: torch.save(obj, f), "wb")
+    """torch.save + a SHA-256 trailer, written to a temp file in the same folder, then renamed over ``path``.
+    Serialized in memory first, so a full disk fails in the write (a RunWriteError), not inside torch."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    payload = buffer.getvalue()
+    _atomic(Path(path), lambda f: f.write(payload + _CHECKSUM_TAG + hashlib.sha256(payload).digest()), "wb")
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> Any:
+    """Load a file written by ``atomic_save`` after checking its checksum (files without one, from older
+    versions, load as they are). Raises CheckpointCorrupt."""
+    path = Path(path)
+    data = path.read_bytes()
+    payload, tag, digest = data[:-40], data[-40:-32], data[-32:]
+    if tag == _CHECKSUM_TAG:
+        if hashlib.sha256(payload).digest() != digest:
+            raise CheckpointCorrupt(f"{path} is corrupt (its bytes do not match the checksum written with "
+                                    f"them); delete it, or rerun with --no-resume to start over")
+    else:
+        payload = data
+    try:
+        return torch.load(io.BytesIO(payload), map_location=map_location, weights_only=False)
+    except Exception as e:  # torch's unpickling / zip errors have many types
+        raise CheckpointCorrupt(f"{path} cannot be read ({type(e).__name__}: {e}); delete it, or rerun "
+                                f"with --no-resume to start over") from None
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -84,6 +126,13 @@ def hardware_record(device: torch.device | str | None = None) -> dict:
     return rec
 
 
+def command_line() -> str:
+    """This process's command; inside a notebook kernel (papermill, Jupyter), what the run came from."""
+    if sys.argv and "ipykernel" in sys.argv[0]:
+        return "notebook kernel (the run's notebook and config.yaml say what ran)"
+    return " ".join([Path(sys.executable).name, *sys.argv])
+
+
 def environment_record(device: torch.device | str | None = None) -> dict:
     """Git SHA, package versions, hardware and command line of this process."""
     import numpy
@@ -91,7 +140,7 @@ def environment_record(device: torch.device | str | None = None) -> dict:
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "git_sha": _git_sha(),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": command_line(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__,
@@ -114,19 +163,58 @@ class RunFolder:
         self.best = self.path / "best.pt"
         self.summary = self.path / "summary.json"
 
-    def start(self, cfg: ExperimentConfig, device: torch.device | str, resume: bool) -> None:
-        """Create the folder, or check that an existing one holds the same experiment."""
-        if self.config.exists() and resume:
+    def lock(self) -> None:
+        """Hold this folder for this process (until ``unlock`` or the process ends); RunLocked names the
+        holder if another process has it."""
+        try:
+            import fcntl
+        except ImportError:  # no advisory locks on this platform: run unlocked
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        f = open(self.path / ".lock", "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise RunLocked(f"run folder {self.path} is in use by {holder}; wait for it to finish, or pick "
+                            f"another name=...") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()} since "
+                f"{datetime.datetime.now().isoformat(timespec='seconds')} ({command_line()})\n")
+        f.flush()
+        self._lock = f
+
+    def unlock(self) -> None:
+        lock = self.__dict__.pop("_lock", None)
+        if lock is not None:
+            lock.close()
+
+    def start(self, cfg: ExperimentConfig, device: torch.device | str, resume: bool) -> dict | None:
+        """Prepare the (locked) folder for ``cfg``: refuse a different experiment where there is progress
+        to resume; a folder without a checkpoint takes the new config (nothing of the old one survives),
+        ``resume=False`` clears it. Leftover temp files of killed writes are removed. Returns the summary
+        of a finished run of the same experiment (then nothing is written), else None."""
+        for tmp in self.path.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+        has_progress = self.checkpoint.exists() or self.summary.exists()
+        if resume and has_progress and self.config.exists():
             changed = config_changes(yaml.safe_load(self.config.read_text()), cfg.to_dict())
             if changed:
-                raise ValueError(f"run folder {self.path} holds a different experiment (changed: "
-                                 f"{changed}); pick another name=..., or pass --no-resume to restart it")
-        elif not resume:
+                raise ConfigError(f"run folder {self.path} holds a different experiment (changed: {changed}); "
+                                  f"pick another name=..., or pass --no-resume to restart it")
+            summary = self.read_summary()
+            if summary and summary.get("finished"):
+                return summary
+        if not resume or not self.checkpoint.exists():
             for f in (self.checkpoint, self.best, self.metrics, self.summary):
                 f.unlink(missing_ok=True)
         self.path.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.config, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         atomic_write_text(self.environment, json.dumps(environment_record(device), indent=2))
+        return None
 
     def read_metrics(self) -> list[dict]:
         if not self.metrics.exists():

@@ -25,10 +25,11 @@ from tqdm.auto import tqdm
 
 from .config import ConfigError, ExperimentConfig, make_config
 from .cutmix import cutmix
-from .data import build_data
+from .data import DatasetError, build_data
 from .evaluate import evaluate
 from .model import SAOLModel, build_model
-from .runs import RunFolder, atomic_save, hardware_record
+from .runs import (CheckpointCorrupt, RunFolder, RunLocked, RunWriteError, atomic_save, hardware_record,
+                   load_checkpoint)
 from .step import LossMeter, make_step, prepare_model
 
 CHECK_EVERY = 50  # steps between host reads of the running loss (finite check, progress bar)
@@ -36,6 +37,11 @@ CHECK_EVERY = 50  # steps between host reads of the running loss (finite check, 
 
 class TrainingDiverged(FloatingPointError):
     """The loss or the weights became NaN/inf; the last good checkpoint is left untouched."""
+
+
+# errors raised on purpose with a message that says what to do: one line for the user, no traceback
+USER_ERRORS = (ConfigError, DatasetError, RunWriteError, RunLocked, CheckpointCorrupt, TrainingDiverged,
+               FileNotFoundError)
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -76,7 +82,9 @@ def _checkpoint(model: SAOLModel, optimizer, scheduler, epoch: int, state: dict,
 
 
 def _all_finite(model: torch.nn.Module) -> bool:
-    return bool(torch.stack([p.detach().float().abs().sum() for p in model.parameters()]).isfinite().all())
+    """Weights and floating buffers (BatchNorm running statistics) are all finite."""
+    tensors = [*model.parameters(), *(b for b in model.buffers() if b.is_floating_point())]
+    return bool(torch.stack([t.detach().float().abs().sum() for t in tensors]).isfinite().all())
 
 
 def train(cfg: ExperimentConfig, *, resume: bool = True) -> dict:
@@ -92,19 +100,32 @@ def train(cfg: ExperimentConfig, *, resume: bool = True) -> dict:
     if cfg.train.batch_size % world:
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} must divide by {world} processes")
 
-    run = RunFolder(cfg.run_dir())
-    if rank == 0:
-        run.start(cfg, device, resume)
+    # everything that can fail on a bad config or bad data fails before the run folder is touched
     torch.manual_seed(cfg.seed)
     data = build_data(cfg.data, seed=cfg.seed, batch_size=cfg.train.batch_size // world, device=device,
                       rank=rank, world_size=world)
     model = prepare_model(build_model(cfg.model, data.num_classes), cfg, device)
     if cfg.train.init_from:
         model.load_state_dict(_weights_of(cfg.train.init_from))
+    run = RunFolder(cfg.run_dir())
+    if rank == 0:
+        run.lock()
+    try:
+        if rank == 0:
+            finished = run.start(cfg, device, resume)
+        else:
+            finished = run.read_summary() if resume else None
+        if finished and finished.get("finished"):
+            return finished
+        return _loop(cfg, run, data, model, device, rank, world, local_rank, resume)
+    finally:
+        run.unlock()
 
+
+def _loop(cfg: ExperimentConfig, run: RunFolder, data, model: SAOLModel, device: torch.device, rank: int,
+          world: int, local_rank: int, resume: bool) -> dict:
+    """The epochs of ``train`` from the run folder's checkpoint (if any) to the end; the summary."""
     steps_per_epoch = len(data.train) if cfg.train.max_steps is None else min(len(data.train), cfg.train.max_steps)
-    if steps_per_epoch == 0:
-        raise ConfigError(f"train.batch_size={cfg.train.batch_size} is larger than the training set")
     step_fn = make_step(cfg, model, device, steps_per_epoch, steps_per_epoch * cfg.train.epochs,
                         world_size=world, local_rank=local_rank)
     optimizer, scheduler = step_fn.optimizer, step_fn.scheduler
@@ -112,14 +133,15 @@ def train(cfg: ExperimentConfig, *, resume: bool = True) -> dict:
     start_epoch, state = 0, {"best": None, "best_epoch": None, "wall_time_s": 0.0, "images": 0,
                              "train_time_s": 0.0, "last_eval": None}
     if resume and run.checkpoint.exists():
-        ckpt = torch.load(run.checkpoint, map_location=device, weights_only=False)
+        ckpt = load_checkpoint(run.checkpoint, device)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         start_epoch, state = ckpt["epoch"], ckpt["state"]
         if rank == 0:
-            run.truncate_metrics(start_epoch + 1)
             print(f"[saol] resuming {run.path} from epoch {start_epoch}", file=sys.stderr)
+    if rank == 0:
+        run.truncate_metrics(start_epoch + 1)  # lines written after the checkpoint (or before the first one)
 
     show = cfg.train.progress and rank == 0
 
@@ -151,7 +173,7 @@ def train(cfg: ExperimentConfig, *, resume: bool = True) -> dict:
             torch.cuda.synchronize(device)
         train_time = time.perf_counter() - t0
         if not _all_finite(model):
-            raise TrainingDiverged(f"weights became NaN/inf in epoch {epoch + 1}; the last good checkpoint "
+            raise TrainingDiverged(f"weights or BatchNorm statistics became NaN/inf in epoch {epoch + 1}; the last good checkpoint "
                                    f"({run.checkpoint}) is kept. Lower optim.lr or set optim.grad_clip.")
         means = meter.means()
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": means.pop("total"),
@@ -199,7 +221,7 @@ def _weights_of(path: str | Path) -> dict:
         path = RunFolder(path).best
     if not path.exists():
         raise FileNotFoundError(f"train.init_from={path} does not exist: give a run folder or a .pt checkpoint")
-    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+    return load_checkpoint(path)["model"]
 
 
 def load_run(run_dir: str | Path, which: str = "last") -> tuple[SAOLModel, ExperimentConfig]:
@@ -211,7 +233,7 @@ def load_run(run_dir: str | Path, which: str = "last") -> tuple[SAOLModel, Exper
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: train the run first (python -m saol_core.train)")
     cfg = make_config(yaml.safe_load(run.config.read_text()))
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(path)
     model = build_model(cfg.model, ckpt["num_classes"])
     model.load_state_dict(ckpt["model"])
     return model.eval(), cfg
@@ -223,13 +245,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.epochs=3")
     parser.add_argument("--no-resume", action="store_true", help="start over, discarding the checkpoint")
     parser.add_argument("--quiet", action="store_true", help="no progress bars (one line per epoch)")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a reported error")
     args = parser.parse_intermixed_args(argv)  # flags may come before or after the overrides
     overrides = args.overrides + (["train.progress=false"] if args.quiet else [])
     try:
         cfg = make_config(None if args.params == "-" else args.params, overrides)
-    except ConfigError as e:
-        parser.exit(2, f"config error: {e}\n")
-    summary = train(cfg, resume=not args.no_resume)
+        summary = train(cfg, resume=not args.no_resume)
+    except USER_ERRORS as e:
+        if args.debug:
+            raise
+        parser.exit(2, f"error: {e}\n")
+    except KeyboardInterrupt:
+        parser.exit(130, "interrupted: run the same command again to resume from the last checkpoint\n")
     if int(os.environ.get("RANK", "0")) == 0:
         print(yaml.safe_dump({k: summary[k] for k in ("final", "best", "best_epoch", "wall_time_s",
                                                       "images_per_s", "run_dir")}, sort_keys=False))

@@ -11,7 +11,7 @@ import saol_core.train as train_mod
 from saol_core import localize
 from saol_core.config import ModelConfig
 from saol_core.model import build_model
-from saol_core.runs import RunFolder
+from saol_core.runs import RunFolder, load_checkpoint
 from saol_core.wsol import localization_maps
 
 TINY = ["model.backbone=resnet20", "model.head_channels=8", "data.image_size=32", "data.train_size=64",
@@ -108,7 +108,7 @@ class Stop(Exception):
 def test_finetune_with_halved_stride_starts_from_the_trained_weights(tmp_path, monkeypatch):
     model, cfg, summaries = localize.prepare(None, TINY + [f"out_dir={tmp_path}", "name=base"])
     run = tmp_path / "base"
-    trained = torch.load(RunFolder(run).checkpoint, weights_only=False)["model"]
+    trained = load_checkpoint(RunFolder(run).checkpoint)["model"]
     assert summaries["train"]["run_dir"] == str(run) and cfg.model.output_stride is None
 
     # stop the fine-tuning run before its first step and look at the model it starts from

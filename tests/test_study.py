@@ -4,6 +4,7 @@ The runner tests execute tiny stand-in notebooks (a few seconds of kernel start 
 runs on fake run folders.
 """
 import json
+import os
 import math
 from pathlib import Path
 
@@ -316,3 +317,48 @@ def test_comparison_paper_deltas_match_the_transcribed_cells():
                 assert round(table[ra][column[ma]][0] - table[rb][column[mb]][0], 2) == delta, (c.label, ref)
                 checked += 1
     assert checked >= 12
+
+
+def sleeping_notebook(path: Path) -> Path:
+    """A training-notebook stand-in that records its pid and then trains "for hours"."""
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                           "language": "python"}})
+    params = nbformat.v4.new_code_cell('PARAMS = ""\nOVERRIDES = []\nOUT_DIR = ""')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(
+        "import os, pathlib, time\n"
+        "o = dict(x.split('=', 1) for x in OVERRIDES)\n"
+        "run = pathlib.Path(OUT_DIR) / o['name']\n"
+        "run.mkdir(parents=True, exist_ok=True)\n"
+        "(run / 'pid').write_text(str(os.getpid()))\n"
+        "time.sleep(3600)")]
+    nbformat.write(nb, str(path))
+    return path
+
+
+@pytest.mark.slow
+def test_one_ctrl_c_stops_the_kernels_and_says_how_to_resume(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    path = make_study(tmp_path, seeds=[0, 1], notebook=str(sleeping_notebook(tmp_path / "train.ipynb")),
+                      rows=[{"name": "a"}], variants=[{"name": "gap", "set": {"model.heads": "gap", "loss.w_sd": 0.0}}],
+                      columns=[{"label": "GAP-FC", "variant": "gap", "metric": "gap_top1"}])
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "saol_core.study", str(path), "--out", str(out), "--jobs", "2"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pids = [out / f"runs/a-gap-s{s}/pid" for s in (0, 1)]
+    deadline = time.time() + 120
+    while not all(p.exists() for p in pids) and time.time() < deadline:
+        time.sleep(0.5)
+    assert all(p.exists() for p in pids), proc.stderr.read() if proc.poll() is not None else "no kernels started"
+    time.sleep(1)
+    started = time.time()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert time.time() - started < 30 and proc.returncode == 130
+    assert "Resume with: python -m saol_core.study" in err and "Traceback" not in err
+    for p in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(int(p.read_text()), 0)

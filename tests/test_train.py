@@ -54,7 +54,7 @@ def test_resume_after_kill_is_bit_exact(tmp_path, monkeypatch):
     _kill_after(monkeypatch, steps_per_epoch + 3)            # dies inside epoch 2
     with pytest.raises(Killed):
         train(_cfg(tmp_path, "killed"))
-    assert torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=False)["epoch"] == 1
+    assert runs.load_checkpoint(tmp_path / "killed" / "checkpoint.pt")["epoch"] == 1
     monkeypatch.undo()
     resumed = train(_cfg(tmp_path, "killed"))                # the same command again
     a = load_run(tmp_path / "straight")[0].state_dict()
@@ -98,7 +98,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     monkeypatch.setattr(step_mod, "compute_losses", poisoned)
     with pytest.raises(TrainingDiverged, match="last good checkpoint"):
         train(cfg)
-    ckpt = torch.load(tmp_path / "nan" / "checkpoint.pt", weights_only=False)
+    ckpt = runs.load_checkpoint(tmp_path / "nan" / "checkpoint.pt")
     assert ckpt["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
 
@@ -107,14 +107,13 @@ def test_full_disk_leaves_the_previous_file_intact(tmp_path, monkeypatch):
     path = tmp_path / "checkpoint.pt"
     runs.atomic_save({"epoch": 1}, path)
 
-    def no_space(obj, f):
-        f.write(b"partial")
+    def no_space(fd):
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(runs.torch, "save", no_space)
-    with pytest.raises(runs.RunWriteError, match="previous version is intact"):
-        runs.atomic_save({"epoch": 2}, path)
+    monkeypatch.setattr(runs.os, "fsync", no_space)  # the file system reports the full disk on flush
+    with pytest.raises(runs.RunWriteError, match="No space left on device.*previous version is intact"):
+        runs.atomic_save({"epoch": 2, "w": torch.zeros(1000)}, path)
     monkeypatch.undo()
-    assert torch.load(path)["epoch"] == 1
+    assert runs.load_checkpoint(path)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]   # no temp file left behind
 
 

@@ -26,7 +26,7 @@ from .common import (CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, DataBun
                      data_root)
 from .digits import CLASS_NAMES as DIGIT_NAMES
 from .digits import make_digits
-from .files import decoded_cached, image_size_of, is_archive, unpack_once
+from .files import UnreadableImages, decoded_cached, image_size_of, is_archive, raise_all, unpack_once
 from .layouts import LAYOUTS, FileSplit, Layout, read_cub, read_folder, read_imagenet, read_wsol, require
 from .resident import DeviceLoader
 from .stream import EvalTransform, StreamLoader, TrainTransform
@@ -104,8 +104,21 @@ def _original_sizes(split: FileSplit) -> np.ndarray:
     """(N,2) (width, height) from the layout's metadata, else from the file headers."""
     if split.sizes is not None:
         return split.sizes
+    return _headers(split.paths)
+
+
+def _headers(paths: list[Path]) -> np.ndarray:
+    """(N,2) (width, height) of every file from its header; one DatasetError listing every unreadable or
+    missing file, before any training starts."""
+    def size(path: Path) -> tuple[tuple[int, int], str | None]:
+        try:
+            return image_size_of(path), None
+        except DatasetError as e:
+            return (0, 0), str(e)
     with ThreadPoolExecutor(8) as pool:
-        return np.array(list(pool.map(image_size_of, split.paths)), np.int64).reshape(-1, 2)
+        results = list(pool.map(size, paths))
+    raise_all([e for _, e in results if e])
+    return np.array([s for s, _ in results], np.int64).reshape(-1, 2)
 
 
 def _files(cfg: DataConfig, **common) -> DataBundle:
@@ -129,12 +142,22 @@ def _files(cfg: DataConfig, **common) -> DataBundle:
 
     if resident:
         tag = f"{cfg.dataset}-{root.name}"
-        train = decoded_cached(layout.train.paths, S, cache_dir, f"{tag}-train")
-        test = decoded_cached(layout.test.paths, S, cache_dir, f"{tag}-test")
+        decoded, errors = {}, []
+        for split in ("train", "test"):  # both splits before reporting, so every bad file is named at once
+            try:
+                decoded[split] = decoded_cached(getattr(layout, split).paths, S, cache_dir, f"{tag}-{split}")
+            except UnreadableImages as e:
+                errors += e.errors
+        raise_all(errors)
+        train, test = decoded["train"], decoded["test"]
         mean, std = channel_stats(train)
         return _resident_bundle(cfg, (train, layout.train.labels), (test, layout.test.labels), layout.class_names,
                                 mean, std, boxes, **common)
 
+    if boxes is None or layout.test.sizes is not None:  # else _original_sizes read the test headers
+        _headers(layout.train.paths + layout.test.paths)  # streamed images are decoded mid-epoch: check now
+    else:
+        _headers(layout.train.paths)
     shared = dict(mean=IMAGENET_MEAN, std=IMAGENET_STD, seed=common["seed"], device=common["device"],
                   rank=common["rank"], world_size=common["world_size"], workers=cfg.workers)
     train_tf = TrainTransform(S, jitter=cfg.dataset == "imagenet") if cfg.augment else eval_geometry

@@ -45,10 +45,12 @@ def unpack_once(archive: Path, cache_dir: Path) -> Path:
     target = cache_dir / "unpacked" / f"{stem}-{st.st_size}-{st.st_mtime_ns}"
     if not target.is_dir():
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{stem}-", dir=target.parent))
+        _remove_abandoned(target.parent)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{stem}-{os.getpid()}-", dir=target.parent))
         try:
             with tarfile.open(archive) as tar:
                 tar.extractall(tmp, filter="data")
+                _check_end_marker(tar)
             os.rename(tmp, target)
         except (tarfile.TarError, OSError, EOFError) as e:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -57,6 +59,33 @@ def unpack_once(archive: Path, cache_dir: Path) -> Path:
                                    f"dataset folder; re-download it or pass data.root=<unpacked folder>") from e
     entries = [p for p in target.iterdir() if not p.name.startswith(".")]
     return entries[0] if len(entries) == 1 and entries[0].is_dir() else target
+
+
+def _check_end_marker(tar: tarfile.TarFile) -> None:
+    """A complete tar ends with zero blocks after its last member; an archive cut at a member boundary
+    lacks them, and ``tarfile`` would silently read it as a smaller, complete one."""
+    tar.fileobj.seek(tar.offset)
+    if tar.fileobj.read(tarfile.BLOCKSIZE) != tarfile.NUL * tarfile.BLOCKSIZE:
+        raise tarfile.ReadError(f"the archive is truncated after {len(tar.getmembers())} members (no "
+                                f"end-of-archive blocks)")
+
+
+def _remove_abandoned(folder: Path) -> None:
+    """Delete half-unpacked temp folders (``.<name>-<pid>-*``) of processes that no longer run."""
+    for tmp in folder.glob(".*-*-*"):
+        pid = tmp.name.split("-")[-2]
+        if tmp.is_dir() and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def decode_file(path: Path | str) -> Tensor:
@@ -76,15 +105,36 @@ def image_size_of(path: Path | str) -> tuple[int, int]:
         raise DatasetError(f"cannot read image {path}: {e}. Replace or delete the file") from None
 
 
-def _decode_chunk(paths: Sequence[Path], size: int) -> np.ndarray:
-    """(n,size,size,3) uint8: decoded, resized directly to size x size when not already that size."""
-    out = np.empty((len(paths), size, size, 3), np.uint8)
+def _decode_chunk(paths: Sequence[Path], size: int) -> tuple[np.ndarray, list[str]]:
+    """(n,size,size,3) uint8: decoded, resized directly to size x size when not already that size; and
+    the errors of the files that could not be decoded (their slots stay zero)."""
+    out = np.zeros((len(paths), size, size, 3), np.uint8)
+    errors = []
     for i, p in enumerate(paths):
-        img = decode_file(p)
+        try:
+            img = decode_file(p)
+        except DatasetError as e:
+            errors.append(str(e))
+            continue
         if img.shape[1:] != (size, size):
             img = TF.resize(img, [size, size], antialias=True)
         out[i] = img.permute(1, 2, 0).numpy()
-    return out
+    return out, errors
+
+
+class UnreadableImages(DatasetError):
+    """Image files that cannot be read, all of them (``errors``: one message per file)."""
+
+    def __init__(self, errors: list[str]):
+        self.errors = errors
+        shown = "; ".join(errors[:3]) + (f"; and {len(errors) - 3} more" if len(errors) > 3 else "")
+        super().__init__(f"{len(errors)} unreadable image file(s): {shown}")
+
+
+def raise_all(errors: list[str]) -> None:
+    """One UnreadableImages listing every bad file (the first few in full), so one fix-up pass suffices."""
+    if errors:
+        raise UnreadableImages(errors)
 
 
 def decode_all(paths: Sequence[Path], size: int, threads: int | None = None) -> np.ndarray:
@@ -96,10 +146,11 @@ def decode_all(paths: Sequence[Path], size: int, threads: int | None = None) -> 
     torch.set_num_threads(1)  # the threads already use the cores; avoid oversubscription inside resize
     try:
         with ThreadPoolExecutor(threads) as pool:
-            arrays = list(pool.map(_decode_chunk, parts, [size] * len(parts)))
+            results = list(pool.map(_decode_chunk, parts, [size] * len(parts)))
     finally:
         torch.set_num_threads(torch_threads)
-    return np.concatenate(arrays) if arrays else np.empty((0, size, size, 3), np.uint8)
+    raise_all([e for _, errors in results for e in errors])
+    return np.concatenate([a for a, _ in results]) if results else np.empty((0, size, size, 3), np.uint8)
 
 
 def decoded_cached(paths: Sequence[Path], size: int, cache_dir: Path, tag: str) -> np.ndarray:

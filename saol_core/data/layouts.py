@@ -91,24 +91,51 @@ def read_folder(root: Path, test_names: tuple[str, ...] = ("test", "val"), layou
     return Layout(split(train), split(test), names)
 
 
-def _read_table(path: Path, layout: str, sep: str | None, min_cols: int) -> list[list[str]]:
+class _Line(list):
+    """The fields of one metadata line, with where it came from (for error messages)."""
+
+    def __init__(self, fields: list[str], path: Path, number: int):
+        super().__init__(fields)
+        self.path, self.number = path, number
+
+    def numbers(self, start: int, stop: int, kind: type = float) -> list:
+        try:
+            return [kind(v) for v in self[start:stop]]
+        except ValueError:
+            raise DatasetError(f"{self.path} line {self.number}: expected {stop - start} "
+                               f"{'integer' if kind is int else 'number'}(s) in fields {start + 1}-{stop}, got "
+                               f"{self[start:stop]}") from None
+
+    def box(self, start: int, xywh: bool) -> list[float]:
+        """x0, y0, x1, y1 from ``x y w h`` (xywh) or ``x0 y0 x1 y1``; an inverted box is an error."""
+        a, b, c, d = self.numbers(start, start + 4)
+        x1, y1 = (a + c, b + d) if xywh else (c, d)
+        if x1 < a or y1 < b:
+            what = f"width {c} / height {d}" if xywh else f"x1 {c} < x0 {a} or y1 {d} < y0 {b}"
+            raise DatasetError(f"{self.path} line {self.number}: inverted box ({what}); fix or remove the line")
+        return [a, b, x1, y1]
+
+
+def _read_table(path: Path, layout: str, sep: str | None, min_cols: int) -> list[_Line]:
     require(path, layout, "metadata file")
-    rows = [line.split(sep) for line in path.read_text().splitlines() if line.strip()]
-    bad = next((i for i, r in enumerate(rows) if len(r) < min_cols), None)
+    rows = [_Line([c.strip() for c in line.split(sep)], path, i + 1)
+            for i, line in enumerate(path.read_text().splitlines()) if line.strip()]
+    bad = next((r for r in rows if len(r) < min_cols), None)
     if bad is not None or not rows:
-        where = f"line {bad + 1}: {rows[bad]}" if bad is not None else "no rows"
-        raise DatasetError(f"{path} is malformed ({where}); expected {layout}")
-    return [[c.strip() for c in r] for r in rows]
+        where = f"line {bad.number}: {list(bad)}" if bad is not None else "no rows"
+        hint = " (an id may not contain spaces)" if bad is not None and sep == "," and len(bad) == 1 and " " in bad[0] else ""
+        raise DatasetError(f"{path} is malformed ({where}){hint}; expected {layout}")
+    return rows
 
 
 def read_cub(root: Path) -> Layout:
     """CUB-200-2011; boxes ``x y w h`` -> xyxy ``(x, y, x+w, y+h)`` as in wsolevaluation's metadata."""
     require(root, CUB_LAYOUT)
     images = {r[0]: r[1] for r in _read_table(root / "images.txt", CUB_LAYOUT, None, 2)}
-    labels = {r[0]: int(r[1]) for r in _read_table(root / "image_class_labels.txt", CUB_LAYOUT, None, 2)}
+    labels = {r[0]: r.numbers(1, 2, int)[0] for r in _read_table(root / "image_class_labels.txt", CUB_LAYOUT, None, 2)}
     is_train = {r[0]: r[1] == "1" for r in _read_table(root / "train_test_split.txt", CUB_LAYOUT, None, 2)}
-    boxes = {r[0]: [float(v) for v in r[1:5]] for r in _read_table(root / "bounding_boxes.txt", CUB_LAYOUT, None, 5)}
-    names = {int(r[0]): r[1] for r in _read_table(root / "classes.txt", CUB_LAYOUT, None, 2)}
+    boxes = {r[0]: r.box(1, xywh=True) for r in _read_table(root / "bounding_boxes.txt", CUB_LAYOUT, None, 5)}
+    names = {r.numbers(0, 1, int)[0]: r[1] for r in _read_table(root / "classes.txt", CUB_LAYOUT, None, 2)}
     missing = [i for i in images if i not in labels or i not in is_train]
     if missing:
         raise DatasetError(f"{root}: image ids {missing[:5]} lack a label or split entry; expected {CUB_LAYOUT}")
@@ -122,7 +149,7 @@ def read_cub(root: Path) -> Layout:
             lacking = [i for i in ids if i not in boxes]
             if lacking:
                 raise DatasetError(f"{root / 'bounding_boxes.txt'} lacks test ids {lacking[:5]}; expected {CUB_LAYOUT}")
-            split_boxes = [np.array([[x, y, x + w, y + h]], np.float32) for x, y, w, h in (boxes[i] for i in ids)]
+            split_boxes = [np.array([boxes[i]], np.float32) for i in ids]
         return FileSplit([image_dir / images[i] for i in ids],
                          _remap(np.array([labels[i] for i in ids]), present), split_boxes)
 
@@ -132,19 +159,19 @@ def read_cub(root: Path) -> Layout:
 def _read_wsol_split(root: Path, meta: Path, need_boxes: bool) -> FileSplit:
     """One metadata split; labels as written (remapped by the caller)."""
     ids = [r[0] for r in _read_table(meta / "image_ids.txt", WSOL_LAYOUT, None, 1)]
-    labels = {r[0]: int(r[1]) for r in _read_table(meta / "class_labels.txt", WSOL_LAYOUT, ",", 2)}
+    labels = {r[0]: r.numbers(1, 2, int)[0] for r in _read_table(meta / "class_labels.txt", WSOL_LAYOUT, ",", 2)}
     lacking = [i for i in ids if i not in labels]
     if lacking:
         raise DatasetError(f"{meta / 'class_labels.txt'} lacks ids {lacking[:5]}; expected {WSOL_LAYOUT}")
     split = FileSplit([root / i for i in ids], np.array([labels[i] for i in ids], np.int64))
     if (meta / "image_sizes.txt").is_file():
-        sizes = {r[0]: (int(r[1]), int(r[2])) for r in _read_table(meta / "image_sizes.txt", WSOL_LAYOUT, ",", 3)}
+        sizes = {r[0]: tuple(r.numbers(1, 3, int)) for r in _read_table(meta / "image_sizes.txt", WSOL_LAYOUT, ",", 3)}
         if all(i in sizes for i in ids):
             split.sizes = np.array([sizes[i] for i in ids], np.int64)
     if need_boxes:
         boxes: dict[str, list[list[float]]] = {}
         for r in _read_table(meta / "localization.txt", WSOL_LAYOUT, ",", 5):
-            boxes.setdefault(r[0], []).append([float(v) for v in r[1:5]])
+            boxes.setdefault(r[0], []).append(r.box(1, xywh=False))
         lacking = [i for i in ids if i not in boxes]
         if lacking:
             raise DatasetError(f"{meta / 'localization.txt'} lacks ids {lacking[:5]}; expected {WSOL_LAYOUT}")
@@ -174,7 +201,7 @@ def read_imagenet(root: Path) -> Layout:
         if (meta / "localization.txt").is_file():
             boxes: dict[str, list[list[float]]] = {}
             for r in _read_table(meta / "localization.txt", WSOL_LAYOUT, ",", 5):
-                boxes.setdefault(Path(r[0]).name, []).append([float(v) for v in r[1:5]])
+                boxes.setdefault(Path(r[0]).name, []).append(r.box(1, xywh=False))
             lacking = [p.name for p in layout.test.paths if p.name not in boxes]
             if lacking:
                 raise DatasetError(f"{meta / 'localization.txt'} lacks val images {lacking[:5]}")

@@ -8,6 +8,7 @@ import fnmatch
 import logging
 import os
 import re
+import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -56,6 +57,29 @@ def execute(notebook: str | Path, output: Path, parameters: dict) -> str | None:
     except Exception as e:  # kernel died, notebook missing, ...: report it and go on with the others
         return f"{type(e).__name__}: {e}\n    notebook {output}"
     return None
+
+
+class StudyInterrupted(RuntimeError):
+    """Ctrl-C during a study: the kernels were stopped; the message says how to resume."""
+
+
+def _stop_kernels() -> int:
+    """Kill the kernel processes this process started (papermill gives each its own session, so a
+    terminal's Ctrl-C does not reach them). Linux: found through /proc; elsewhere none are found."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid():
+            children.append(int(stat.parent.name))
+    for pid in children:
+        try:
+            os.kill(pid, signal.SIGKILL)  # a training kernel resumes from its checkpoint: nothing to save
+        except ProcessLookupError:
+            pass
+    return len(children)
 
 
 def check(study: Study, runs: list[Run], runs_dir: Path) -> None:
@@ -107,14 +131,22 @@ def run_study(study: Study, out: Path, *, only: list[str] | None = None, extra: 
                             {"PARAMS": run.params, "OVERRIDES": overrides, "OUT_DIR": str(runs_dir)})
 
     # each run is its own kernel process: threads only wait on them
-    with ThreadPoolExecutor(max(1, jobs)) as pool, tqdm(total=len(todo), desc=study.name, unit="run",
-                                                        dynamic_ncols=True) as bar:
-        for run, error in pool.map(one, todo):
-            if error:
-                failures[run.name] = error
-                tqdm.write(f"[study] FAILED {run.name}: {error}")
-            bar.set_postfix_str(run.name)
-            bar.update(1)
+    pool = ThreadPoolExecutor(max(1, jobs))
+    try:
+        with tqdm(total=len(todo), desc=study.name, unit="run", dynamic_ncols=True) as bar:
+            for run, error in pool.map(one, todo):
+                if error:
+                    failures[run.name] = error
+                    tqdm.write(f"[study] FAILED {run.name}: {error}")
+                bar.set_postfix_str(run.name)
+                bar.update(1)
+    except KeyboardInterrupt:
+        pool.shutdown(wait=False, cancel_futures=True)
+        stopped = _stop_kernels()
+        raise StudyInterrupted(f"interrupted: stopped {stopped} training kernel(s); finished runs are kept and "
+                               f"interrupted ones resume from their last checkpoint. Resume with: python -m "
+                               f"saol_core.study {study.path} --out {out}") from None
+    pool.shutdown()
     return {**failures, **(_table(study, out) if table else {})}
 
 
@@ -192,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-table", action="store_true", help="skip the table notebook at the end")
     ap.add_argument("--table-only", action="store_true",
                     help="only regenerate the table and report from the finished run records (no training)")
+    ap.add_argument("--debug", action="store_true", help="show the traceback of a reported error")
     ap.add_argument("--refresh-notebooks", nargs="*", metavar="NAME",
                     help="re-execute notebooks/ (or the named ones) in place with their smoke parameters")
     args = ap.parse_args(argv)
@@ -212,9 +245,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         failures = run_study(study, out, only=args.only, extra=args.set, table=not args.no_table,
                              jobs=args.jobs, train=not args.table_only)
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 2
+    except (ConfigError, StudyInterrupted) as e:
+        if args.debug:
+            raise
+        print(f"error: {e}" if isinstance(e, ConfigError) else str(e), file=sys.stderr)
+        return 130 if isinstance(e, StudyInterrupted) else 2
     if failures:
         print(f"[study] {len(failures)} failed: {', '.join(failures)}", file=sys.stderr)
     return 1 if failures else 0

@@ -1,0 +1,342 @@
+"""Faults a user meets: two processes on one run folder, divergence, corrupt or truncated files, killed
+writes, bad configs and bad data. Each error is one line that says what to do."""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+import saol_core.runs as runs
+from saol_core.config import ConfigError, DataConfig, make_config
+from saol_core.data import DatasetError, build_data
+from saol_core.train import TrainingDiverged, train
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["model.backbone=resnet20", "data.train_size=96", "data.test_size=32", "train.batch_size=32",
+        "train.epochs=2", "train.progress=false", "train.threads=1", "optim.lr=0.05", "model.head_channels=8"]
+
+
+def tiny(tmp_path, name, *extra):
+    return make_config(None, [*TINY, f"out_dir={tmp_path}", f"name={name}", *extra])
+
+
+def cli(*args, cwd=ROOT, timeout=300):
+    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+# ---------------------------------------------------------------- run folders
+
+def test_a_second_process_on_a_run_folder_is_refused_naming_the_holder(tmp_path):
+    folder = runs.RunFolder(tmp_path / "r")
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from saol_core.runs import RunFolder; "
+                               f"r = RunFolder({str(folder.path)!r}); r.lock(); print('locked', flush=True); time.sleep(60)"],
+                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(runs.RunLocked, match=f"in use by pid {holder.pid} "):
+            train(tiny(tmp_path, "r"))
+        out = cli("saol_core.train", "-", *TINY, f"out_dir={tmp_path}", "name=r")
+        assert out.returncode == 2 and out.stderr.count("\n") == 1 and f"pid {holder.pid}" in out.stderr
+        assert not (folder.path / "metrics.jsonl").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    train(tiny(tmp_path, "r"))  # the lock died with its process
+    assert [m["epoch"] for m in folder.read_metrics()] == [1, 2]
+
+
+def test_divergence_keeps_checkpoints_with_finite_batchnorm_statistics(tmp_path):
+    with pytest.raises(TrainingDiverged, match="last good checkpoint"):
+        train(tiny(tmp_path, "div", "optim.lr=1e6", "optim.schedule=constant", "train.epochs=4",
+                   "data.train_size=192"))
+    folder = runs.RunFolder(tmp_path / "div")
+    for path in (folder.checkpoint, folder.best):
+        if path.exists():
+            state = runs.load_checkpoint(path)["model"]
+            assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()), path
+
+
+def test_a_corrupted_checkpoint_is_refused_with_how_to_start_over(tmp_path):
+    cfg = tiny(tmp_path, "c", "train.epochs=1")
+    train(cfg)
+    folder = runs.RunFolder(tmp_path / "c")
+    data = bytearray(folder.checkpoint.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    folder.checkpoint.write_bytes(bytes(data))
+    folder.summary.unlink()  # as if it was killed before finishing
+    with pytest.raises(runs.CheckpointCorrupt, match="--no-resume"):
+        train(tiny(tmp_path, "c", "train.epochs=1"))
+    out = cli("saol_core.train", "-", *TINY, f"out_dir={tmp_path}", "name=c", "train.epochs=1")
+    assert out.returncode == 2 and out.stderr.startswith("error: ") and out.stderr.count("\n") == 1
+    train(tiny(tmp_path, "c", "train.epochs=1"), resume=False)  # --no-resume starts over
+
+
+def test_metrics_written_before_the_first_checkpoint_are_cleared_on_restart(tmp_path):
+    folder = runs.RunFolder(tmp_path / "m")
+    folder.path.mkdir()
+    for epoch in (1, 2):  # a run killed after logging two epochs, before its first checkpoint
+        folder.append_metrics({"epoch": epoch})
+    train(tiny(tmp_path, "m", "train.checkpoint_every=3", "train.epochs=3"))
+    assert [m["epoch"] for m in folder.read_metrics()] == [1, 2, 3]
+
+
+def test_a_folder_without_progress_takes_a_corrected_config_and_a_finished_run_is_left_alone(tmp_path):
+    with pytest.raises(ConfigError, match="unknown backbone"):
+        train(tiny(tmp_path, "f", "model.backbone=resnet21"))
+    assert not (tmp_path / "f").exists()  # nothing written before the config proved buildable
+    folder = runs.RunFolder(tmp_path / "f")
+    folder.path.mkdir()
+    folder.config.write_text(yaml.safe_dump(tiny(tmp_path, "f", "optim.lr=0.3").to_dict()))
+    summary = train(tiny(tmp_path, "f"))  # no checkpoint there: the corrected config is taken
+    env = folder.environment.read_text()
+    assert oct(folder.summary.stat().st_mode & 0o777) != "0o600"  # ordinary permissions
+    assert train(tiny(tmp_path, "f")) == summary and folder.environment.read_text() == env  # not reopened
+
+
+def test_leftover_temp_files_are_removed_on_start(tmp_path):
+    folder = runs.RunFolder(tmp_path / "t")
+    folder.path.mkdir()
+    (folder.path / ".checkpoint.pt.abc.tmp").write_bytes(b"half")
+    train(tiny(tmp_path, "t", "train.epochs=1"))
+    assert not list(folder.path.glob(".*.tmp"))
+
+
+def test_a_full_disk_during_a_checkpoint_gives_the_projects_message(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    runs.atomic_save({"epoch": 1}, path)
+    real_open = os.fdopen
+
+    class Full:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, b):
+            self.f.write(b[:10])
+            raise OSError(28, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            self.f.close()
+    monkeypatch.setattr(runs.os, "fdopen", lambda fd, mode: Full(real_open(fd, mode)))
+    with pytest.raises(runs.RunWriteError, match="No space left.*previous version is intact"):
+        runs.atomic_save({"epoch": 2, "w": torch.zeros(10_000)}, path)
+    monkeypatch.undo()
+    assert runs.load_checkpoint(path)["epoch"] == 1 and [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
+KILLER = """
+import os, random, signal, sys
+import saol_core.runs as runs
+import saol_core.step as step
+random.seed(int(sys.argv[1]))
+where, n = sys.argv[2], int(sys.argv[3])
+calls = {"n": 0}
+def maybe_die():
+    calls["n"] += 1
+    if calls["n"] == n:
+        os.kill(os.getpid(), signal.SIGKILL)
+if where == "write":       # in the middle of an atomic write: temp file half written, not renamed
+    real = runs._atomic
+    def dying(path, write, mode):
+        def half(f):
+            f.write(b"x" * 100 if "b" in mode else "x" * 100)
+            maybe_die()
+            f.seek(0)
+            f.truncate()
+            write(f)
+        real(path, half, mode)
+    runs._atomic = dying
+else:                      # in the middle of a training step
+    real = step.compute_losses
+    def dying(*a, **k):
+        maybe_die()
+        return real(*a, **k)
+    step.compute_losses = dying
+from saol_core.train import main
+main(sys.argv[4:])
+"""
+
+
+@pytest.mark.slow
+def test_random_kills_including_during_writes_resume_bit_identical(tmp_path):
+    """SIGKILL at random moments (mid-step, mid checkpoint/metrics/summary write), then the same command
+    until it finishes: weights and metrics equal an uninterrupted run's."""
+    args = ["-", *TINY, "train.epochs=3", "data.train_size=128", "model.heads=saol+gap", "model.mask_head=true",
+            "loss.cutmix_prob=0.5", "loss.w_ss1=1", "loss.w_ss2=1", f"out_dir={tmp_path}", "--quiet"]
+    assert cli("saol_core.train", *args, "name=straight").returncode == 0
+    rng = random.Random(0)
+    kills = 0
+    for attempt in range(12):
+        where = rng.choice(["write", "step"])
+        n = rng.randint(1, 6 if where == "write" else 12)
+        out = subprocess.run([sys.executable, "-c", KILLER, str(attempt), where, str(n), *args, "name=killed"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=300)
+        if out.returncode == 0:
+            break
+        assert out.returncode == -signal.SIGKILL, out.stderr[-2000:]
+        kills += 1
+    else:
+        assert cli("saol_core.train", *args, "name=killed").returncode == 0
+    assert kills >= 3
+    a, b = runs.RunFolder(tmp_path / "straight"), runs.RunFolder(tmp_path / "killed")
+    wa, wb = runs.load_checkpoint(a.checkpoint)["model"], runs.load_checkpoint(b.checkpoint)["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("images_per_s", "elapsed_s")} for r in rows]
+    assert strip(a.read_metrics()) == strip(b.read_metrics())
+    assert not list(b.path.glob(".*.tmp"))
+
+
+# ---------------------------------------------------------------- configs
+
+@pytest.mark.parametrize("override, message", [
+    ("train.eval_every=0", "train.eval_every must be >= 1"),
+    ("train.checkpoint_every=0", "train.checkpoint_every must be >= 1"),
+    ("train.eval_batches=0", "train.eval_batches must be >= 1"),
+    ("data.test_size=0", "data.test_size must be >= 1"),
+    ("train.max_steps=0", "train.max_steps must be >= 1"),
+    ("train.max_steps=-1", "train.max_steps must be >= 1"),
+    ("train.device=gpu", "train.device='gpu' is not valid"),
+])
+def test_values_that_failed_after_training_are_refused_up_front(override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        make_config(None, [override])
+
+
+def test_yaml_readings_that_surprised_users():
+    cfg = make_config(None, ["optim.lr=1e-3", "train.amp=off", "optim.weight_decay=5e-4"])
+    assert (cfg.optim.lr, cfg.train.amp, cfg.optim.weight_decay) == (0.001, "off", 0.0005)
+
+
+def test_extends_cycles_empty_files_and_scalar_sections(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    (tmp_path / "self.yaml").write_text("extends: self.yaml\n")
+    for name in ("a", "self"):
+        with pytest.raises(ConfigError, match="cycle"):
+            make_config(tmp_path / f"{name}.yaml")
+    (tmp_path / "empty.yaml").write_text("# nothing yet\n")
+    with pytest.raises(ConfigError, match="is empty"):
+        make_config(tmp_path / "empty.yaml")
+    (tmp_path / "scalar.yaml").write_text("model: resnet20\n")
+    for overrides in ([], ["model.heads=gap"]):
+        with pytest.raises(ConfigError, match="model must be a mapping"):
+            make_config(tmp_path / "scalar.yaml", overrides)
+
+
+def test_cli_errors_are_one_line_and_debug_shows_the_traceback(tmp_path):
+    out = cli("saol_core.train", "-", "train.eval_every=0", f"out_dir={tmp_path}")
+    assert out.returncode == 2 and out.stderr == "error: train.eval_every must be >= 1 (the last epoch is always evaluated)\n"
+    out = cli("saol_core.train", "-", "data.dataset=cub", "data.root=/nonexistent/cub", f"out_dir={tmp_path}")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "/nonexistent/cub" in out.stderr
+    out = cli("saol_core.train", "-", "train.eval_every=0", "--debug")
+    assert out.returncode == 1 and "Traceback" in out.stderr
+    out = cli("saol_core.study", str(tmp_path / "missing.yaml"))
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "does not exist" in out.stderr
+
+
+# ---------------------------------------------------------------- data
+
+def folder_dataset(root: Path, n: int = 6) -> Path:
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for cls in ("a", "b"):
+            (root / split / cls).mkdir(parents=True)
+            for k in range(n):
+                Image.fromarray(rng.integers(0, 255, (16, 16, 3), np.uint8)).save(root / split / cls / f"{k}.png")
+    return root
+
+
+def test_a_tar_cut_at_a_member_boundary_is_refused(tmp_path):
+    root = folder_dataset(tmp_path / "ds")
+    archive = tmp_path / "ds.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(root, arcname="ds")
+    with tarfile.open(archive) as tar:
+        members = tar.getmembers()
+    cut = members[len(members) - 3].offset  # the start of a member's header: a clean boundary
+    (tmp_path / "cut.tar").write_bytes(archive.read_bytes()[:cut])
+    with pytest.raises(DatasetError, match="truncated"):
+        build_data(DataConfig(dataset="folder", root=str(tmp_path / "cut.tar"), image_size=16,
+                              cache_dir=str(tmp_path / "cache")), seed=0, batch_size=4)
+    assert not [p for p in (tmp_path / "cache/unpacked").iterdir()]  # nothing half-unpacked is cached
+    b = build_data(DataConfig(dataset="folder", root=str(archive), image_size=16, cache_dir=str(tmp_path / "cache")),
+                   seed=0, batch_size=4)
+    assert b.train.size == 12
+
+
+def test_half_unpacked_folders_of_dead_processes_are_removed(tmp_path):
+    root = folder_dataset(tmp_path / "ds")
+    archive = tmp_path / "ds.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(root, arcname="ds")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    leftover = tmp_path / "cache/unpacked" / f".ds-{dead}-abc123"
+    leftover.mkdir(parents=True)
+    build_data(DataConfig(dataset="folder", root=str(archive), image_size=16, cache_dir=str(tmp_path / "cache")),
+               seed=0, batch_size=4)
+    assert not leftover.exists()
+
+
+def test_bad_images_are_reported_all_at_once_before_training(tmp_path):
+    root = folder_dataset(tmp_path / "ds")
+    bad = [root / "train/a/1.png", root / "train/b/4.png", root / "test/a/0.png"]
+    for path in bad:
+        path.write_bytes(b"not an image")
+    for resident in (True, False):
+        with pytest.raises(DatasetError, match="3 unreadable image file") as e:
+            build_data(DataConfig(dataset="folder", root=str(root), image_size=16, device_resident=resident,
+                                  workers=0, cache_dir=str(tmp_path / f"c{resident}")), seed=0, batch_size=4)
+        assert all(str(p) in str(e.value) for p in bad)
+
+
+@pytest.mark.parametrize("layout", ["cub", "wsol"])
+def test_inverted_boxes_and_bad_numbers_name_file_and_line(tmp_path, layout):
+    if layout == "cub":
+        from test_data import write_cub
+        root = tmp_path / "cub"
+        write_cub(root, np.random.default_rng(0))
+        meta = root / "bounding_boxes.txt"
+        lines = meta.read_text().splitlines()
+        lines[2] = "3 10 6 -20 15"
+        meta.write_text("\n".join(lines) + "\n")
+        expected = [f"{meta} line 3: inverted box"]
+        bad_number = (root / "image_class_labels.txt", "2 three", "line 2: expected 1 integer")
+    else:
+        root = tmp_path / "wsol"
+        folder_dataset(root / "img", n=1)
+        for split, ids in (("train", ["img/train/a/0.png", "img/train/b/0.png"]),
+                           ("test", ["img/test/a/0.png", "img/test/b/0.png"])):
+            meta_dir = root / "metadata" / split
+            meta_dir.mkdir(parents=True)
+            (meta_dir / "image_ids.txt").write_text("".join(f"{i}\n" for i in ids))
+            (meta_dir / "class_labels.txt").write_text("".join(f"{i},{k}\n" for k, i in enumerate(ids)))
+        meta = root / "metadata/test/localization.txt"
+        meta.write_text("img/test/a/0.png,1,1,8,8\nimg/test/b/0.png,9,1,4,8\n")
+        expected = [f"{meta} line 2: inverted box"]
+        bad_number = (root / "metadata/train/class_labels.txt", "img/train/a/0.png,x", "line 1: expected 1 integer")
+    cfg = DataConfig(dataset=layout, root=str(root), image_size=16, workers=0, device_resident=False,
+                     cache_dir=str(tmp_path / "c"))
+    with pytest.raises(DatasetError, match=expected[0].replace("/", ".")):
+        build_data(cfg, seed=0, batch_size=1)
+    path, line, message = bad_number
+    rows = path.read_text().splitlines()
+    rows[int(message.split()[1].rstrip(":")) - 1] = line
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(DatasetError, match=message):
+        build_data(cfg, seed=0, batch_size=1)
