@@ -6,6 +6,7 @@ be repeated from its folder alone. Errors name the offending key and list the va
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import typing
 from dataclasses import dataclass, field
@@ -93,6 +94,9 @@ class LossConfig:
     """beta of L_SD = KL(y_SAOL || y_GAP) + beta * CE(y_GAP, y)."""
     gap_loss: Literal["sd", "ce"] = "sd"
     """How the GAP-FC head is trained next to SAOL: L_SD (paper) or plain CE (Table 6 ablation)."""
+    ss2_kl: Literal["teacher_student", "student_teacher"] = "teacher_student"
+    """[decision] L_SS2's KL order: KL(Y_A || Y') (default: the clean image's spatial distribution is the
+    target, as in distillation) or KL(Y' || Y_A) (the literal order of Eq. 5); docs/method.md §7."""
     ss2_teacher_bn: Literal["train", "eval"] = "train"
     """BN mode of the no-grad clean forward that gives SS2's teacher: batch statistics (default) or
     running statistics. Measured on digits/ResNet-20: with running statistics the teacher lags the
@@ -277,6 +281,17 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
         if not isinstance(node, dict):
             raise ConfigError(f"cannot set {dotted}: {p} is not a section")
     node[leaf] = value
+
+
+def format_value(value: Any) -> str:
+    """Value -> override text that ``yaml.safe_load`` reads back unchanged."""
+    if isinstance(value, str):
+        try:
+            if yaml.safe_load(value) == value:
+                return value
+        except yaml.YAMLError:
+            pass
+    return json.dumps(value, ensure_ascii=False)
 
 
 def parse_overrides(overrides: list[str]) -> dict:

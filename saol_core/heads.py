@@ -4,7 +4,7 @@ Shapes: B batch, K classes, C_l channels of backbone tap l (shallow -> deep, the
 (Ho, Wo) the SAOL output resolution (default: the last tap's). Every head returns float32 tensors,
 also under bf16 autocast: the softmaxes and the logsumexp of Eq. 2 run in float32.
 
-[decisions] (the paper is silent; see /work/shared/paper/SAOL.md §1):
+[decisions] (the paper is silent; docs/method.md §1 and §7):
 - Resizing a tap to Ho x Wo: adaptive average pooling when shrinking, bilinear (align_corners=False)
   when enlarging, identity when equal (:func:`resize`).
 - Head convs: conv3x3 + BN + ReLU. ``separable=True`` (the paper's ImageNet variant) replaces each

@@ -14,6 +14,8 @@ Conventions (``saol_core.cutmix``): the box region of image b holds the pixels o
   outside and this is the plain average over the inside cells; partially covered cells count in
   proportion to their coverage; an empty box gives 0. Y_A (teacher) = spatial log-probs of the clean
   batch indexed by perm, detached; Y' = those of the mixed batch (the only gradient path).
+  ``ss2_kl="student_teacher"`` uses KL(Y' || Y_A) instead, the literal order of the paper's Eq. 5
+  (docs/method.md §7 discusses both readings).
 - L_SD  = KL(y_SAOL || y_GAP) + sd_beta * mixed CE(y_GAP), y_SAOL detached (teacher). With
   ``gap_loss="ce"`` (Table 6 ablation) the GAP head gets the plain mixed CE instead (key ``ce_gap``).
 - A GAP-only model (no SAOL output) is trained with mixed CE on its logits (key ``ce_gap``, weight
@@ -48,15 +50,22 @@ def ss1_loss(mask_logits: Tensor, mix: CutMixBatch) -> Tensor:
     return F.binary_cross_entropy_with_logits(mask_logits.float(), target.expand(mask_logits.shape))
 
 
-def ss2_loss(spatial_log_probs: Tensor, teacher_log_probs: Tensor, mix: CutMixBatch) -> Tensor:
-    """Coverage-weighted mean over the box's output cells of KL(teacher || student), both (B,K,Ho,Wo)."""
+def ss2_loss(spatial_log_probs: Tensor, teacher_log_probs: Tensor, mix: CutMixBatch,
+             direction: str = "teacher_student") -> Tensor:
+    """Coverage-weighted mean over the box's output cells of KL(teacher || student) (``direction``
+    "teacher_student") or KL(student || teacher) ("student_teacher"); both inputs (B,K,Ho,Wo) log-probs."""
     out_hw = spatial_log_probs.shape[-2:]
     cells = box_cells(mix.box, mix.images.shape[-2:], out_hw)  # host float: sum of the weights
     if cells == 0:  # known on the host from the box: no device work, no sync
         return spatial_log_probs.new_zeros((), dtype=torch.float32)
     weight = box_mask(mix.box, mix.images.shape[-2:], out_hw, spatial_log_probs.device)
-    kl = F.kl_div(spatial_log_probs.float(), teacher_log_probs.detach().float(),
-                  reduction="none", log_target=True).sum(dim=1)  # (B,Ho,Wo)
+    student, teacher = spatial_log_probs.float(), teacher_log_probs.detach().float()
+    if direction == "teacher_student":
+        kl = F.kl_div(student, teacher, reduction="none", log_target=True).sum(dim=1)  # (B,Ho,Wo)
+    elif direction == "student_teacher":
+        kl = (student.exp() * (student - teacher)).sum(dim=1)
+    else:
+        raise ValueError(f"direction={direction!r}; choose 'teacher_student' or 'student_teacher'")
     return (kl * weight).sum() / (kl.shape[0] * cells)
 
 
@@ -104,7 +113,7 @@ def compute_losses(out, labels: Tensor, mix: CutMixBatch, cfg: LossConfig,
     if mix.applied and cfg.w_ss2 != 0:
         if out.spatial_log_probs is None or teacher_spatial_log_probs is None:
             raise ValueError("loss.w_ss2 > 0 needs spatial_log_probs and the teacher from ss2_teacher()")
-        add("ss2", cfg.w_ss2, lambda: ss2_loss(out.spatial_log_probs, teacher_spatial_log_probs, mix))
+        add("ss2", cfg.w_ss2, lambda: ss2_loss(out.spatial_log_probs, teacher_spatial_log_probs, mix, cfg.ss2_kl))
 
     total = sum((weights[k] * t for k, t in terms.items()), labels.new_zeros((), dtype=torch.float32))
     return {"total": total, **terms}

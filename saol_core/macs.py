@@ -12,7 +12,9 @@ device, so even PyramidNet-200 or ResNet-200 is counted in well under a second, 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
+import json
 import platform
 import sys
 from dataclasses import dataclass
@@ -33,6 +35,19 @@ IMAGENET_MID_CHANNELS = 256
 """SAOL head width chosen for ImageNet nets (separable): +1.6% MACs on ResNet-101 (goal <= +5%)."""
 
 
+@contextlib.contextmanager
+def shape_only_batchnorm():
+    """BatchNorm as the identity while shapes are traced on the meta device: its meta kernel is a
+    Python decomposition (~5 ms a call, most of a whole-table count), and the flop counter counts
+    convolutions and matmuls only, so the counts do not change (tested)."""
+    forward = nn.modules.batchnorm._BatchNorm.forward
+    nn.modules.batchnorm._BatchNorm.forward = lambda self, x: x
+    try:
+        yield
+    finally:
+        nn.modules.batchnorm._BatchNorm.forward = forward
+
+
 def count_macs(model: nn.Module, input_size: int | Sequence[int], in_channels: int = 3) -> tuple[int, int]:
     """(parameters, MACs) of one eval-mode forward of a single (1, in_channels, H, W) image.
 
@@ -42,8 +57,9 @@ def count_macs(model: nn.Module, input_size: int | Sequence[int], in_channels: i
     x = torch.zeros(1, in_channels, *pair(input_size), device=p.device, dtype=p.dtype)
     was_training = model.training
     model.eval()
+    fast = shape_only_batchnorm() if p.device.type == "meta" else contextlib.nullcontext()
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), fast, FlopCounterMode(display=False) as counter:
             model(x)
     finally:
         model.train(was_training)
@@ -74,17 +90,57 @@ def measure(backbone: str, heads: str, size: int, num_classes: int, *, mid_chann
             separable: bool, output_size: int | None = None, output_stride: int | None = None) -> Cost:
     cfg = ModelConfig(backbone=backbone, heads=heads, head_channels=mid_channels, separable=separable,
                       output_size=output_size, output_stride=output_stride)
-    model = build_meta(cfg, num_classes)
-    params, macs = count_macs(model, size)
-    out = "-"
-    if model.saol is not None:
-        with torch.no_grad():
-            h, w = model(torch.zeros(1, 3, size, size, device="meta")).log_attention.shape[-2:]
-        out = f"{h}x{w}"
+    key = f"{cfg!r} classes={num_classes} size={size}"
+    cache = _cache()
+    if key not in cache.entries:
+        model = build_meta(cfg, num_classes)
+        params, macs = count_macs(model, size)
+        out = "-"
+        if model.saol is not None:
+            with torch.no_grad(), shape_only_batchnorm():
+                h, w = model(torch.zeros(1, 3, size, size, device="meta")).log_attention.shape[-2:]
+            out = f"{h}x{w}"
+        cache.put(key, [params, macs, out])
+    params, macs, out = cache.entries[key]
     head = "-" if heads == "gap" else f"{'sep ' if separable else ''}{mid_channels}"
     if output_stride:
         head += f", os{output_stride}"
     return Cost(backbone, heads, size, num_classes, head, out, params, macs)
+
+
+class _Counts:
+    """Counts already made, in ``.cache/saol/macs-<code hash>.json``: the hash covers torch's version and
+    every source file the model is built from, so a code change starts a new file."""
+
+    def __init__(self):
+        import hashlib
+        digest = hashlib.sha1(torch.__version__.encode())
+        here = Path(__file__).resolve().parent
+        for path in sorted([*here.glob("backbones/*.py"), here / "heads.py", here / "model.py", Path(__file__)]):
+            digest.update(path.read_bytes())
+        self.path = Path(".cache/saol") / f"macs-{digest.hexdigest()[:16]}.json"
+        try:
+            self.entries = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            self.entries = {}
+
+    def put(self, key: str, value: list) -> None:
+        from .runs import atomic_write_text
+        self.entries[key] = value
+        try:
+            atomic_write_text(self.path, json.dumps(self.entries))
+        except OSError:  # a read-only checkout still counts, just not faster next time
+            pass
+
+
+_COUNTS: _Counts | None = None
+
+
+def _cache() -> _Counts:
+    global _COUNTS
+    if _COUNTS is None:
+        _COUNTS = _Counts()
+    return _COUNTS
 
 
 def _versus(c: Cost, base: int, note: str = "") -> Cost:

@@ -236,9 +236,9 @@ class RunFolder:
         return json.loads(self.summary.read_text()) if self.summary.exists() else None
 
 
-# Settings that change how a run is executed or displayed, not what it computes.
+# Settings that change how a run is executed, displayed or described, not what it computes.
 _EXECUTION_KEYS = {"progress", "threads", "workers", "device", "eval_batches", "cache_dir", "root",
-                   "out_dir", "download"}
+                   "out_dir", "download", "source"}
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:

@@ -35,11 +35,21 @@ def _show(ax, image: Tensor, title: str = "") -> None:
     ax.set_yticks([])
 
 
-def _heat(ax, image: Tensor, heat: Tensor, title: str = "", vmax: float | None = None) -> None:
+def _heat(ax, image: Tensor, heat: Tensor, title: str = "", vmax: float | None = None, colorbar: bool = False) -> None:
     """A (Ho,Wo) map, upsampled bilinearly to the image and drawn over its grayscale version (0..vmax)."""
     _show(ax, image.mean(0, keepdim=True).expand(3, -1, -1) * 0.6, title)
     up = F.interpolate(heat[None, None].float(), size=image.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
-    ax.imshow(up.cpu().numpy(), cmap=HEAT, alpha=0.6, vmin=0, vmax=vmax)
+    shown = ax.imshow(up.cpu().numpy(), cmap=HEAT, alpha=0.6, vmin=0, vmax=vmax)
+    if colorbar:
+        bar = ax.figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.02)
+        bar.ax.tick_params(labelsize=6)
+
+
+def short_name(name: str, width: int = 14) -> str:
+    """A class name fit for a panel title: "001.Black_footed_Albatross" -> "Black footed Al…"."""
+    name = name.split(".", 1)[1] if "." in name and name.split(".", 1)[0].isdigit() else name
+    name = name.replace("_", " ")
+    return name if len(name) <= width else name[: width - 1] + "…"
 
 
 def _box(ax, box: tuple[int, int, int, int] | None, color: str = "cyan") -> None:
@@ -134,7 +144,9 @@ def _top2(maps: Maps, i: int) -> list[int]:
 def attention_maps(model, images: Tensor, titles: Sequence[str], class_names: Sequence[str], denormalize,
                    boxes: Sequence[tuple[int, int, int, int] | None] | None = None):
     """Paper Fig. 5, a line per image: input (box drawn if given), A, then Y_k and A (.) Y_k of SAOL's
-    top-2 classes. Y is drawn on its [0, 1] scale; A and A (.) Y from 0 to the image's max of A.
+    top-2 classes. A is drawn in units of the uniform attention 1/(Ho·Wo) (1 = no preference), from 0 to
+    at least 4 so that a near-uniform map looks flat, with a colorbar; Y on its [0, 1] scale; A (.) Y
+    from 0 to the image's max of A.
 
     images: (B,C,H,W) normalized (e.g. CutMix-ed); titles: one per image (e.g. its true classes).
     """
@@ -143,17 +155,20 @@ def attention_maps(model, images: Tensor, titles: Sequence[str], class_names: Se
         raise ValueError("attention_maps needs a model with a SAOL head (model.heads=saol or saol+gap)")
     shown = denormalize(images)
     b = images.shape[0]
-    fig, axes = plt.subplots(b, 6, figsize=(9.6, 1.8 * b), squeeze=False)
+    fig, axes = plt.subplots(b, 6, figsize=(10.4, 2.0 * b), squeeze=False)
     for i in range(b):
         k1, k2 = _top2(maps, i)
         p, a = maps.saol_probs[i], maps.attention[i]
         _show(axes[i, 0], shown[i], titles[i])
         _box(axes[i, 0], boxes[i] if boxes else None)
-        _heat(axes[i, 1], shown[i], a, f"attention A (max {a.max():.3f})", vmax=float(a.max()))
+        rel = a * a.numel()
+        _heat(axes[i, 1], shown[i], rel, f"A × uniform\n(max {rel.max():.1f})", vmax=max(4.0, float(rel.max())),
+              colorbar=True)
         for col, k in ((2, k1), (3, k2)):
-            _heat(axes[i, col], shown[i], maps.spatial[i, k], f"Y[{class_names[k]}], p={p[k]:.2f}", vmax=1.0)
+            _heat(axes[i, col], shown[i], maps.spatial[i, k], f"Y {short_name(class_names[k])}\np={p[k]:.2f}", vmax=1.0)
         for col, k in ((4, k1), (5, k2)):
-            _heat(axes[i, col], shown[i], a * maps.spatial[i, k], f"A*Y[{class_names[k]}]", vmax=float(a.max()))
+            _heat(axes[i, col], shown[i], a * maps.spatial[i, k], f"A⊙Y {short_name(class_names[k])}",
+                  vmax=float(a.max()))
     fig.tight_layout()
     return fig
 
@@ -294,7 +309,8 @@ def explorer(run_dirs: Sequence[str | Path], n_images: int = 64):
         maps = saol_maps(model, mixed)
         names = data.class_names
         area = (ys[1] - ys[0]) * (xs[1] - xs[0]) / size ** 2
-        lines = [f"{names[int(labels[a])]} x {1 - area:.2f} + {names[int(labels[b])]} x {area:.2f}"]
+        lines = [f"label: {1 - area:.0%} {names[int(labels[a])]} (image {a}) + {area:.0%} {names[int(labels[b])]} "
+                 f"(image {b}, pasted)"]
         for head, probs in (("SAOL", maps.saol_probs), ("GAP-FC", maps.gap_probs)):
             if probs is not None:
                 top = probs[0].topk(3)

@@ -1,4 +1,4 @@
-"""Numeric tests of the WSOL study glue (saol_core/localize.py): GMACs per method recounted by hand,
+"""Numeric tests of the WSOL study glue (saol_core.wsol: table, figures, speed): GMACs per method recounted by hand,
 the Table 7 assembly, predicted boxes, the full-backward Grad-CAM, and the fine-tune path."""
 import math
 
@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import saol_core.train as train_mod
-from saol_core import localize
+from saol_core import wsol
+from saol_core.wsol import speed, table as wsol_table
 from saol_core.config import ModelConfig
 from saol_core.model import build_model
 from saol_core.runs import RunFolder, load_checkpoint
@@ -40,7 +41,7 @@ def test_method_gmacs_recounted_by_hand(output_stride):
     gap = backbone + 64 * k
     saol = (backbone + conv(64, mid, 3, hw) + conv(mid, 1, 1, hw)             # attention branch
             + conv(16 + 32 + 64, mid, 3, hw) + conv(3 * mid, k, 1, hw))       # 3 taps, classifier
-    got = localize.method_gmacs(cfg, k, size)   # mask head and pretrained file play no part
+    got = wsol.method_gmacs(cfg, k, size)   # mask head and pretrained file play no part
     assert got == {"saol": pytest.approx(saol / 1e9, abs=0), "cam": pytest.approx(gap / 1e9, abs=0),
                    "gradcam": pytest.approx(gap / 1e9, abs=0)}
 
@@ -55,7 +56,7 @@ def fake_results(kind_offset):
 def test_table7_takes_each_number_from_its_key(threshold):
     results = {"gradcam": fake_results(200), "saol": fake_results(0), "cam": fake_results(100)}
     gmacs = {"saol": 4.62, "cam": 4.09, "gradcam": 4.09}
-    table = localize.table7(results, gmacs, threshold)
+    table = wsol.table7(results, gmacs, threshold)
     assert list(table["method"]) == ["SAOL (A⊙Y_k)", "CAM", "Grad-CAM"]   # paper order, not dict order
     for (kind, off), (_, row) in zip([("saol", 0), ("cam", 100), ("gradcam", 200)], table.iterrows()):
         best = threshold is None
@@ -70,15 +71,15 @@ def test_table7_takes_each_number_from_its_key(threshold):
     assert paper.loc["CAM", ["paper CUB Top-1 Loc", "paper ImageNet Top-1 Loc", "paper GMACs"]].tolist() \
         == [54.81, 47.25, 4.09]
     assert all(math.isnan(v) for v in paper.loc["Grad-CAM", ["paper CUB Top-1 Loc", "paper GMACs"]])
-    scraps = localize.scraps(table)
+    scraps = wsol.scraps(table)
     assert scraps["cam_top1_loc"] == 100 + (2 if threshold is None else 0)
     assert scraps["gradcam_max_box_acc_v2"] == 205 and scraps["saol_gmacs"] == 4.62
-    assert len(scraps) == 3 * len(localize.SCRAPS)
+    assert len(scraps) == 3 * len(wsol_table.SCRAPS)
 
 
 def test_markdown_formats_numbers():
     df = pd.DataFrame({"method": ["a"], "x": [1.23456], "GMACs": [0.0408], "backward": [True], "p": [float("nan")]})
-    assert localize.markdown(df).splitlines() == ["| method | x | GMACs | backward | p |", "|---|---|---|---|---|",
+    assert wsol.markdown(df).splitlines() == ["| method | x | GMACs | backward | p |", "|---|---|---|---|---|",
                                                   "| a | 1.23 | 0.0408 | yes | - |"]
 
 
@@ -88,7 +89,7 @@ def test_predicted_box_is_the_evaluators_largest_region_in_image_pixels():
     maps[1, 5:8, 0:2] = 2.0          # touches the bottom border
     maps[1, 0, 0] = 1.0              # a smaller region
     # eval_size = map size: bicubic resizing to the same size is the identity
-    boxes = localize.predicted_box(maps, 0.5, image_size=32, eval_size=8)
+    boxes = wsol.predicted_box(maps, 0.5, image_size=32, eval_size=8)
     # wsolevaluation's extent: x1 = min(max_x + 1, W - 1); then x 32/8
     np.testing.assert_array_equal(boxes, 4 * np.array([[4, 2, 7, 4], [0, 5, 2, 7]]))
 
@@ -98,7 +99,7 @@ def test_full_backward_gradcam_gives_wsols_gradcam_maps():
     model = build_model(ModelConfig(backbone="resnet20", heads="saol+gap", head_channels=8), 5).eval()
     x = torch.randn(3, 3, 16, 16)
     expected, _ = localization_maps(model, x, "gradcam")
-    torch.testing.assert_close(localize.gradcam_full_backward(model, x), expected, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(speed.gradcam_full_backward(model, x), expected, rtol=1e-5, atol=1e-7)
 
 
 class Stop(Exception):
@@ -106,7 +107,7 @@ class Stop(Exception):
 
 
 def test_finetune_with_halved_stride_starts_from_the_trained_weights(tmp_path, monkeypatch):
-    model, cfg, summaries = localize.prepare(None, TINY + [f"out_dir={tmp_path}", "name=base"])
+    model, cfg, summaries = wsol.prepare(None, TINY + [f"out_dir={tmp_path}", "name=base"])
     run = tmp_path / "base"
     trained = load_checkpoint(RunFolder(run).checkpoint)["model"]
     assert summaries["train"]["run_dir"] == str(run) and cfg.model.output_stride is None
@@ -117,7 +118,7 @@ def test_finetune_with_halved_stride_starts_from_the_trained_weights(tmp_path, m
     monkeypatch.setattr(train_mod, "build_model", lambda *a, **k: built.append(real_build(*a, **k)) or built[-1])
     monkeypatch.setattr(train_mod, "cutmix", lambda *a, **k: (_ for _ in ()).throw(Stop()))
     with pytest.raises(Stop):
-        localize.prepare(None, run_dir=str(run), finetune_overrides=["model.output_stride=2"])
+        wsol.prepare(None, run_dir=str(run), finetune_overrides=["model.output_stride=2"])
     start = built[-1].state_dict()
     assert start.keys() == trained.keys() and all(torch.equal(start[k], trained[k]) for k in trained)
     # removing the last stage's stride leaves the first two stages' function unchanged
@@ -130,7 +131,7 @@ def test_finetune_with_halved_stride_starts_from_the_trained_weights(tmp_path, m
     assert old[2].shape[-1] == 8 and new[2].shape[-1] == 16
     monkeypatch.undo()
 
-    ft_model, ft_cfg, ft_summaries = localize.prepare(None, run_dir=str(run),
+    ft_model, ft_cfg, ft_summaries = wsol.prepare(None, run_dir=str(run),
                                                       finetune_overrides=["model.output_stride=2"])
     assert ft_cfg.name == "base-ft" and ft_cfg.model.output_stride == 2
     assert ft_cfg.train.init_from == str(run / "checkpoint.pt")
@@ -156,9 +157,9 @@ def test_center_baseline_finds_the_best_centred_box():
     # 16 px images evaluated at 64 px: three centred boxes of half the side, one box in a corner
     centred = np.array([[4.0, 4.0, 11.0, 11.0]])
     boxes = [centred, centred, centred, np.array([[0.0, 0.0, 3.0, 3.0]])]
-    r = localize.center_baseline(Boxes(4, 16), boxes, eval_size=64)
+    r = wsol.center_baseline(Boxes(4, 16), boxes, eval_size=64)
     assert r["gt_known_loc_best"] == 75.0 and r["max_box_acc"] == 75.0 and r["top1_cls"] == 0.0
-    assert localize.center_baseline(Boxes(4, 16), boxes, eval_size=64, max_batches=1)["max_box_acc"] == 100.0
-    table = localize.table7({"center": r}, {})
+    assert wsol.center_baseline(Boxes(4, 16), boxes, eval_size=64, max_batches=1)["max_box_acc"] == 100.0
+    table = wsol.table7({"center": r}, {})
     assert math.isnan(table.loc[0, "Top-1 Loc"]) and table.loc[0, "GT-known Loc"] == 75.0
-    assert "center_top1_loc" not in localize.scraps(table) and localize.scraps(table)["center_gmacs"] == 0.0
+    assert "center_top1_loc" not in wsol.scraps(table) and wsol.scraps(table)["center_gmacs"] == 0.0

@@ -100,25 +100,27 @@ def test_ss1_is_bce_against_covered_fraction():
     assert losses["ss1"].item() == pytest.approx(total / (B * HO * WO), abs=1e-6)
 
 
-def ss2_ref(student, teach, weights):
+def ss2_ref(student, teach, weights, direction="teacher_student"):
     num = den = 0.0
     for b in range(B):
         for i in range(HO):
             for j in range(WO):
                 w = weights[i][j]
                 if w:
-                    num += w * kl_ref(teach[b, :, i, j].tolist(), student[b, :, i, j].tolist())
+                    s, t = student[b, :, i, j].tolist(), teach[b, :, i, j].tolist()
+                    num += w * (kl_ref(t, s) if direction == "teacher_student" else kl_ref(s, t))
                     den += w
     return num / den if den else 0.0
 
 
-def test_ss2_coverage_weighted_kl():
+@pytest.mark.parametrize("direction", ["teacher_student", "student_teacher"])
+def test_ss2_coverage_weighted_kl(direction):
     out, tea = outputs(), teacher()
-    cfg = LossConfig(w_sl=0.0, w_sd=0.0, w_ss2=1.0)
+    cfg = LossConfig(w_sl=0.0, w_sd=0.0, w_ss2=1.0, ss2_kl=direction)
     # rows 3..6 of 8 -> cells 1 (half), 2 (full); cols 1..7 -> cells 0 (half), 1, 2 (full), 3 (half)
     weights = [[r * c for c in [0.5, 1, 1, 0.5]] for r in [0, 0.5, 1, 0]]
     got = compute_losses(out, LABELS, make_mix(box=(3, 6, 1, 7)), cfg, tea)["ss2"]
-    assert got.item() == pytest.approx(ss2_ref(out.spatial_log_probs, tea, weights), abs=1e-6)
+    assert got.item() == pytest.approx(ss2_ref(out.spatial_log_probs, tea, weights, direction), abs=1e-6)
 
 
 def test_ss2_cell_aligned_box_is_plain_average_over_inside_cells():

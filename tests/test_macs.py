@@ -87,3 +87,12 @@ def test_cli_table_and_report(tmp_path, capsys):
     assert cells[5:10] == ["64", "8x8", f"{params / 1e6:.2f}", f"{saol / 1e9:.3f}",
                            f"{100 * (saol / gap - 1):+.2f}%"]
     assert "torch " + torch.__version__ in text and row in capsys.readouterr().out
+
+
+def test_meta_counts_with_shape_only_batchnorm_equal_real_counts():
+    from saol_core.config import ModelConfig
+    from saol_core.macs import build_meta, count_macs
+    from saol_core.model import build_model
+    for cfg in (ModelConfig(backbone="resnet20", heads="saol+gap", mask_head=True),
+                ModelConfig(backbone="densenet_bc100", heads="saol", head_channels=16)):
+        assert count_macs(build_meta(cfg, 10), 32) == count_macs(build_model(cfg, 10), 32)

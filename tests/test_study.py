@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from saol_core import study as st
-from saol_core.config import ConfigError, make_config, parse_overrides
+from saol_core.config import ConfigError, format_value, make_config, parse_overrides
 from saol_core.study.report import _mean_std
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,9 +79,9 @@ def test_recipe_rows_change_only_what_differs(tmp_path):
 
 
 @pytest.mark.parametrize("value", ["saol+gap", "null", "", "a: b", "0.5", None, 0.5, 3, True, [0, 1, 2],
-                                   "SAOL.md §5"])
+                                   "docs/method.md §5"])
 def test_override_text_reads_back_unchanged(value):
-    text = st.spec._fmt(value)
+    text = format_value(value)
     assert parse_overrides([f"x.y={text}"]) == {"x": {"y": value}}
 
 

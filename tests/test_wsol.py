@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from saol_core.wsol import evaluate_localization, localization_maps, maps_per_second, normalize_maps
+from saol_core.wsol import evaluate_localization, factor_results, localization_maps, normalize_maps
 
 
 def saol_output(feats, weight, bias, att_logits):
@@ -218,7 +218,20 @@ def test_evaluate_shares_one_forward_and_restores_mode(toy):
         evaluate_localization(model, loader, boxes, target="true", progress=False)
 
 
-def test_maps_per_second_runs_the_requested_repeats(toy):
-    model, x = toy
-    rate = maps_per_second(model, x, "saol", repeats=3)
-    assert model.calls == 4 and rate > 0      # 1 warm-up + 3 timed; the rate itself is reported only
+def test_factor_results_score_a_y_and_their_product_for_the_true_class():
+    loader, boxes = blob_dataset()
+    res = factor_results(BlobToy(), loader, boxes, eval_size=16, cam_step=0.05)
+    # A = softmax(5 * blob) localizes each blob; Y_k is spatially constant, so A ⊙ Y_k = A up to scale
+    assert set(res) == {"A", "Y_k", "A ⊙ Y_k"}
+    for name in ("A", "A ⊙ Y_k"):
+        assert res[name]["max_box_acc"] == 50.0 and res[name]["max_box_acc_v2_iou30"] == 75.0, name
+    # a constant map gives the whole image at every threshold: IoU >= 0.5 only where the box is large
+    whole = np.array([0, 0, 15, 15])
+    expected = 100 * np.mean([wsol_iou(b[0], whole) >= 0.5 for b in boxes])
+    assert res["Y_k"]["max_box_acc"] == expected
+
+
+def wsol_iou(a, b):
+    inter = max(0, min(a[2], b[2]) - max(a[0], b[0]) + 1) * max(0, min(a[3], b[3]) - max(a[1], b[1]) + 1)
+    area = lambda x: (x[2] - x[0] + 1) * (x[3] - x[1] + 1)
+    return inter / (area(a) + area(b) - inter)

@@ -3,7 +3,7 @@ plus a brute-force flood-fill re-implementation of the protocol on random maps."
 import numpy as np
 import pytest
 
-from saol_core.wsol_metrics import (BoxEvaluator, box_iou, region_boxes, resize_boxes, scoremap_ious,
+from saol_core.wsol.metrics import (BoxEvaluator, box_iou, region_boxes, resize_boxes, scoremap_ious,
                                     threshold_grid)
 
 T = threshold_grid(0.01)

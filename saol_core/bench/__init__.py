@@ -9,7 +9,7 @@ step, ``saol_core.step.TrainStep``): ``gap`` GAP-FC + CE; ``gap+cutmix`` GAP-FC 
 + self-distilled GAP-FC, no CutMix; ``full`` SAOL + self-distilled GAP-FC + CutMix + L_SS1 (mask head)
 + L_SS2 (incl. its teacher forward, at ``loss.ss2_teacher_amp``'s default precision);
 ``full-step-teacher`` the same with the teacher at the step's own precision (fp32 on CPU).
-CutMix p: the paper's value for the backbone (SAOL.md §5; 1.0 where the paper has none) unless
+CutMix p: the paper's value for the backbone (docs/method.md §5; 1.0 where the paper has none) unless
 ``--cutmix-prob`` is given. Every recipe of a backbone has its own mixing stream, all seeded alike, so
 in every repeat all recipes draw the same boxes ("mixed" column: mixed / timed steps).
 

@@ -50,6 +50,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--out", default="reports/BENCHMARKS.md", help="report to update ('' = print only)")
     args = ap.parse_args(argv)
     command = "python -m saol_core.bench " + " ".join(sys.argv[1:] if argv is None else argv)
+    if os.environ.get("SAOL_DATA"):  # the report names the data as users set it, not this machine's path
+        command = command.replace(os.environ["SAOL_DATA"].rstrip("/"), "$SAOL_DATA")
 
     settings = BenchSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(BenchSettings)})
     device = resolve_device(args.device)

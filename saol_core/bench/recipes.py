@@ -31,7 +31,7 @@ RECIPES: dict[str, dict] = {
 """``cutmix_prob: None`` = filled with the backbone's CutMix p."""
 PAPER_CUTMIX_P = {"wrn40_2": 0.5, "wrn28_10": 0.5, "resnet110": 1.0, "densenet_bc100": 0.5,
                   "pyramidnet200_240": 0.5}
-"""SAOL.md §5 (CutMix p per recipe); other backbones (ImageNet nets: 1.0 too) get 1.0."""
+"""docs/method.md §5 (CutMix p per recipe); other backbones (ImageNet nets: 1.0 too) get 1.0."""
 PROFILE_PASSES = 3  # profiler passes per recipe (median per part: one pass is at the mercy of the load)
 SYNTHETIC_BATCHES = 4  # distinct synthetic batches cycled through (the step never reuses its input)
 

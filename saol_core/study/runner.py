@@ -5,29 +5,17 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import logging
+import json
 import os
 import re
 import signal
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..config import ConfigError, make_config
 from .spec import ROOT, Run, Study, changed_keys, default_out, expand, load_study, project_path, run_status
-
-
-class _QuietParameterCheck(logging.Filter):
-    """papermill's parameter inspection cannot parse values holding "=" (every override does) and then
-    warns about "unknown" parameters; ``execute`` checks the names itself."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not (message.startswith("Unable to parse line") or message.startswith("Passed unknown parameter"))
-
-
-for _name in ("papermill", "papermill.translators"):
-    logging.getLogger(_name).addFilter(_QuietParameterCheck())
 
 
 def notebook_parameters(notebook: str | Path) -> set[str]:
@@ -48,7 +36,9 @@ def execute(notebook: str | Path, output: Path, parameters: dict) -> str | None:
     try:
         pm.execute_notebook(str(project_path(notebook)), str(project_path(output)), parameters=parameters,
                             cwd=str(ROOT), progress_bar=False, log_output=False)
+        _relative_paths(project_path(output))
     except pm.PapermillExecutionError as e:
+        _relative_paths(project_path(output))
         import nbformat
         failed = [c for c in nbformat.read(str(project_path(output)), as_version=4).cells
                   if c.get("execution_count") == e.exec_count and c.source.strip()]
@@ -80,6 +70,37 @@ def _stop_kernels() -> int:
         except ProcessLookupError:
             pass
     return len(children)
+
+
+def _report_epochs(runs_dir: Path, in_flight: dict[str, int], done: threading.Event, every: float = 10.0) -> None:
+    """Print one line per finished epoch of the runs in flight (their notebooks' output is not shown),
+    read from each run folder's metrics.jsonl."""
+    from tqdm.auto import tqdm
+    seen: dict[str, int] = {}
+    while not done.wait(every):
+        for name, epochs in list(in_flight.items()):
+            path = runs_dir / name / "metrics.jsonl"
+            try:
+                lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+            except (OSError, ValueError):
+                continue
+            for row in lines[seen.get(name, 0):]:
+                acc = " ".join(f"{k}={row[k]:.2f}" for k in ("saol_top1", "gap_top1") if k in row)
+                tqdm.write(f"[study] {name}: epoch {row['epoch']}/{epochs} loss {row['train_loss']:.3f} "
+                           f"{row.get('images_per_s', 0):.0f} img/s {acc}".rstrip())
+            seen[name] = len(lines)
+
+
+def _relative_paths(path: Path) -> None:
+    """papermill records the notebook's absolute input and output paths; keep them project-relative so
+    that an executed notebook says nothing about the machine it ran on."""
+    import nbformat
+    nb = nbformat.read(str(path), as_version=4)
+    meta = nb.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if meta.get(key) and Path(meta[key]).is_absolute() and Path(meta[key]).is_relative_to(ROOT):
+            meta[key] = str(Path(meta[key]).relative_to(ROOT))
+    nbformat.write(nb, str(path))
 
 
 def check(study: Study, runs: list[Run], runs_dir: Path) -> None:
@@ -125,10 +146,20 @@ def run_study(study: Study, out: Path, *, only: list[str] | None = None, extra: 
     # keeps its identity, and the run's own train.threads wins)
     threads = [f"train.threads={max(1, (os.cpu_count() or 1) // jobs)}"] if jobs > 1 else []
 
+    in_flight: dict[str, int] = {}  # run name -> epochs
+
     def one(run: Run) -> tuple[Run, str | None]:
         overrides = threads + run.overrides
-        return run, execute(study.notebook, runs_dir / run.name / Path(study.notebook).name,
-                            {"PARAMS": run.params, "OVERRIDES": overrides, "OUT_DIR": str(runs_dir)})
+        in_flight[run.name] = make_config(project_path(study.path), run.overrides).train.epochs
+        try:
+            return run, execute(study.notebook, runs_dir / run.name / Path(study.notebook).name,
+                                {"PARAMS": run.params, "OVERRIDES": overrides, "OUT_DIR": str(runs_dir)})
+        finally:
+            in_flight.pop(run.name, None)
+
+    done = threading.Event()
+    watcher = threading.Thread(target=_report_epochs, args=(runs_dir, in_flight, done), daemon=True)
+    watcher.start()
 
     # each run is its own kernel process: threads only wait on them
     pool = ThreadPoolExecutor(max(1, jobs))
@@ -141,11 +172,13 @@ def run_study(study: Study, out: Path, *, only: list[str] | None = None, extra: 
                 bar.set_postfix_str(run.name)
                 bar.update(1)
     except KeyboardInterrupt:
+        done.set()
         pool.shutdown(wait=False, cancel_futures=True)
         stopped = _stop_kernels()
         raise StudyInterrupted(f"interrupted: stopped {stopped} training kernel(s); finished runs are kept and "
                                f"interrupted ones resume from their last checkpoint. Resume with: python -m "
                                f"saol_core.study {study.path} --out {out}") from None
+    done.set()
     pool.shutdown()
     return {**failures, **(_table(study, out) if table else {})}
 

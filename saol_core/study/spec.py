@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from ..config import ConfigError, load_params, make_config
+from ..config import ConfigError, format_value, load_params, make_config
 from ..runs import config_changes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,17 +100,6 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _fmt(value: Any) -> str:
-    """Value -> override text that ``yaml.safe_load`` reads back unchanged."""
-    if isinstance(value, str):
-        try:
-            if yaml.safe_load(value) == value:
-                return value
-        except yaml.YAMLError:
-            pass
-    return json.dumps(value, ensure_ascii=False)
-
-
 def _named(items: Any, cls: type, what: str, path: str) -> list:
     if not isinstance(items, list) or not items:
         raise ConfigError(f"{path}: study.{what} must be a non-empty list")
@@ -140,9 +129,9 @@ def _grid_rows(rows: list[Row], grid: dict) -> list[Row]:
     out = []
     for row in rows:
         for combo in itertools.product(*values):
-            tag = "_".join(f"{k.rsplit('.', 1)[-1]}{re.sub(r'[^A-Za-z0-9.]+', '-', _fmt(v)).strip('-')}"
+            tag = "_".join(f"{k.rsplit('.', 1)[-1]}{re.sub(r'[^A-Za-z0-9.]+', '-', format_value(v)).strip('-')}"
                            for k, v in zip(keys, combo))
-            label = ", ".join(f"{k.rsplit('.', 1)[-1]}={_fmt(v)}" for k, v in zip(keys, combo))
+            label = ", ".join(f"{k.rsplit('.', 1)[-1]}={format_value(v)}" for k, v in zip(keys, combo))
             out.append(Row(f"{row.name}_{tag}", f"{row.label} ({label})", {**row.set, **dict(zip(keys, combo))},
                            row.recipe, row.seeds))
     return out
@@ -263,7 +252,7 @@ def expand(study: Study, extra: list[str] | None = None, only: list[str] | None 
         tree = {**_recipe(study, row), **row.set, **variant.set, **study.set, **overlay, **cli,
                 "name": name, "seed": seed}
         runs.append(Run(name, row.name, variant.name, seed, study.path,
-                        [f"{k}={_fmt(v)}" for k, v in tree.items()]))
+                        [f"{k}={format_value(v)}" for k, v in tree.items()]))
     return runs
 
 

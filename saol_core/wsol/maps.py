@@ -1,5 +1,5 @@
 """Weakly-supervised object localization (paper Sec. 4.2, Table 7): localization maps from a model and
-their dataset-level box evaluation (metrics in `saol_core/wsol_metrics.py`).
+their dataset-level box evaluation (box metrics: ``saol_core.wsol.metrics``).
 
 Map kinds (raw maps at the head's resolution, (B, h, w)):
   saol       A ⊙ Y_k, the SAOL class-wise map: exp(log A + log Y_k). One forward pass, no backward.
@@ -10,11 +10,10 @@ Map kinds (raw maps at the head's resolution, (B, h, w)):
              the GAP-FC logit. Needs a backward pass. With GAP and a linear head α_c = w_kc / (H·W),
              so Grad-CAM = ReLU(CAM) / (H·W).
 Evaluation follows wsolevaluation: maps upsampled bicubically to eval_size x eval_size, min-max
-normalized per map, boxes from `wsol_metrics.BoxEvaluator`.
+normalized per map, boxes from ``metrics.BoxEvaluator``.
 """
 from __future__ import annotations
 
-import time
 from typing import Sequence
 
 import numpy as np
@@ -23,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from saol_core.wsol_metrics import BoxEvaluator, resize_boxes
+from .metrics import BoxEvaluator, resize_boxes
 
 KINDS = ("saol", "attention", "cam", "gradcam")
 TARGETS = ("label", "pred")
@@ -168,18 +167,32 @@ def evaluate_localization(model: nn.Module, loader, boxes: Sequence[np.ndarray],
     return {kind: ev.compute(threshold) for kind, ev in evaluators.items()}
 
 
-def maps_per_second(model: nn.Module, images: Tensor, kind: str, repeats: int = 10) -> float:
-    """Throughput (maps/s) of localization_maps on `images`: forward only for saol/attention/cam,
-    forward + backward for gradcam. One untimed warm-up call; CUDA is synchronized around the timing.
-    For reporting only (never asserted)."""
-    def sync():
-        if images.is_cuda:
-            torch.cuda.synchronize(images.device)
+FACTORS = ("A", "Y_k", "A ⊙ Y_k")
 
-    localization_maps(model, images, kind)
-    sync()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        localization_maps(model, images, kind)
-    sync()
-    return repeats * len(images) / (time.perf_counter() - start)
+
+@torch.no_grad()
+def factor_results(model: nn.Module, loader, boxes: Sequence[np.ndarray], eval_size: int = 224,
+                   cam_step: float = 0.01, max_batches: int | None = None) -> dict[str, dict[str, float]]:
+    """Which factor of SAOL's class map localizes? Box metrics (``BoxEvaluator.compute``) of the attention
+    A alone, the spatial class probability Y_k alone and their product A ⊙ Y_k, k = the ground-truth class
+    (so classification errors do not enter), each evaluated like any localization map."""
+    was_training = model.training
+    model.eval()
+    evaluators = {name: BoxEvaluator(cam_step=cam_step) for name in FACTORS}
+    try:
+        for step, (images, labels, indices) in enumerate(loader.epoch(0) if hasattr(loader, "epoch") else loader):
+            if max_batches is not None and step >= max_batches:
+                break
+            out = model(images)
+            if out.log_attention is None:
+                raise _head_missing("saol", "SAOL")
+            ho, wo = out.log_attention.shape[-2:]
+            log_y = out.spatial_log_probs.gather(1, labels.view(-1, 1, 1, 1).expand(-1, 1, ho, wo))[:, 0]
+            maps = {"A": out.log_attention.exp(), "Y_k": log_y.exp(), "A ⊙ Y_k": (out.log_attention + log_y).exp()}
+            gt = [resize_boxes(boxes[i], tuple(images.shape[-2:]), (eval_size, eval_size)) for i in indices.tolist()]
+            correct = (out.saol_log_probs.argmax(1) == labels).cpu().numpy()
+            for name, m in maps.items():
+                evaluators[name].accumulate(normalize_maps(m, (eval_size, eval_size)).cpu().numpy(), gt, correct)
+    finally:
+        model.train(was_training)
+    return {name: ev.compute() for name, ev in evaluators.items()}

@@ -1,0 +1,57 @@
+"""Notebook parameters as papermill users pass them: every parameters cell is readable by papermill,
+overrides come in three forms, and an unknown parameter is an error naming the valid ones."""
+import threading
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from papermill.translators import PythonTranslator
+
+from saol_core.config import ConfigError, make_config
+from saol_core.notebook import as_overrides, check_parameters
+from saol_core.study import runner
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.stem)
+def test_papermill_infers_every_parameter_of_every_notebook(path):
+    nb = nbformat.read(str(path), as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    inferred = {p.name for p in PythonTranslator.inspect(cell)}
+    assert inferred == runner.notebook_parameters(path.relative_to(ROOT)) and inferred
+
+
+def test_overrides_as_mapping_list_or_one_string():
+    expected = ["train.epochs=2", "model.mask_head=true", "optim.lr=0.05", "name=a b"]
+    assert as_overrides({"train.epochs": 2, "model.mask_head": True, "optim.lr": 0.05, "name": "a b"}) == expected
+    assert as_overrides(expected) == expected
+    assert as_overrides("train.epochs=2 model.mask_head=true optim.lr=0.05 'name=a b'") == expected
+    assert make_config(None, as_overrides("train.epochs=1")).train.epochs == 1
+    assert as_overrides(None) == [] and as_overrides({}) == []
+    with pytest.raises(ConfigError, match="overrides must be"):
+        as_overrides(3)
+
+
+def test_unknown_parameters_name_the_valid_ones():
+    check_parameters({"PARAMS": 1, "OUT_DIR": 2, "In": [], "_": None, "os": None}, {"PARAMS", "OUT_DIR"})
+    with pytest.raises(ConfigError, match=r"\['EPOCHS'\].*\['OUT_DIR', 'PARAMS'\]"):
+        check_parameters({"PARAMS": 1, "EPOCHS": 1}, {"PARAMS", "OUT_DIR"})
+
+
+def test_the_study_prints_each_epoch_of_the_runs_in_flight(tmp_path, capsys):
+    (tmp_path / "a-s0").mkdir()
+    metrics = tmp_path / "a-s0/metrics.jsonl"
+    metrics.write_text('{"epoch": 1, "train_loss": 2.5, "images_per_s": 100.0}\n')
+    done = threading.Event()
+    watcher = threading.Thread(target=runner._report_epochs, args=(tmp_path, {"a-s0": 3}, done, 0.05))
+    watcher.start()
+    time.sleep(0.3)
+    metrics.write_text(metrics.read_text() + '{"epoch": 2, "train_loss": 2.0, "images_per_s": 90.0, "saol_top1": 41.0}\n')
+    time.sleep(0.3)
+    done.set()
+    watcher.join()
+    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("[study]")]
+    assert lines == ["[study] a-s0: epoch 1/3 loss 2.500 100 img/s",
+                     "[study] a-s0: epoch 2/3 loss 2.000 90 img/s saol_top1=41.00"]
