@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup study test test-fast notebooks macs bench clean-runs
+.PHONY: setup study test test-fast notebooks macs bench lab clean-runs
 
 setup: $(STAMP)
 
@@ -38,3 +38,12 @@ macs: setup
 
 bench: setup
 	$(PY) -m saol_core.bench --out reports/BENCHMARKS.md
+
+## JupyterLab on the notebooks (installs the `lab` extra into $(VENV) once).
+lab: setup
+	$(PY) -c "import jupyterlab" 2>/dev/null || $(PY) -m pip install --quiet -e ".[dev,lab]"
+	$(VENV)/bin/jupyter lab notebooks/
+
+## Delete the scratch run folders under runs/ (smoke studies, notebook runs); reports/ is kept.
+clean-runs:
+	rm -rf runs/

@@ -2,7 +2,7 @@
 exact resume. One entry point for one CPU, one GPU or many GPUs (torchrun + DistributedDataParallel):
 
     python -m saol_core.train params/default.yaml train.epochs=3 model.backbone=wrn40_2
-    torchrun --nproc_per_node 8 -m saol_core.train params/table1_wrn40_2.yaml
+    torchrun --nproc_per_node 8 -m saol_core.train params/table1_cifar10.yaml model.backbone=wrn40_2
 
 GPU-first: data stay on the device, losses are accumulated on the device and read back only every
 ``CHECK_EVERY`` steps (finite check + progress bar), never with a per-step ``.item()``.

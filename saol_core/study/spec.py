@@ -143,7 +143,7 @@ def load_study(path: str | Path) -> Study:
     tree = load_params(project_path(path))
     spec = tree.get("study")
     if not isinstance(spec, dict):
-        raise ConfigError(f"{path} has no study: section (see saol_core/study.py for its format)")
+        raise ConfigError(f"{path} has no study: section (its format: saol_core/study/__init__.py)")
     unknown = set(spec) - STUDY_KEYS
     if unknown:
         raise ConfigError(f"{path}: unknown study keys {sorted(unknown)}; valid: {sorted(STUDY_KEYS)}")
