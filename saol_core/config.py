@@ -142,7 +142,9 @@ class TrainConfig:
     deterministic: bool = True
     """Deterministic kernels (exact resume on CPU); turn off for speed on GPU."""
     threads: Optional[int] = None
-    """CPU threads (torch.set_num_threads); None = torch default."""
+    """CPU threads (torch.set_num_threads); None = torch's default less the cores other processes keep
+    busy (1-minute load average), at least 1 (``saol_core.train.default_threads``); the count used is
+    recorded in each run's summary (hardware.torch_threads)."""
     max_steps: Optional[int] = None
     """Stop each epoch after this many steps (smoke runs)."""
     eval_batches: Optional[int] = None

@@ -55,3 +55,20 @@ def test_the_study_prints_each_epoch_of_the_runs_in_flight(tmp_path, capsys):
     lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("[study]")]
     assert lines == ["[study] a-s0: epoch 1/3 loss 2.500 100 img/s",
                      "[study] a-s0: epoch 2/3 loss 2.000 90 img/s saol_top1=41.00"]
+
+
+def test_the_repository_names_no_path_of_a_development_machine():
+    """Tracked files (code, params, notebooks, reports) must not point at the machine they were made on."""
+    import subprocess
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    if not files:
+        pytest.skip("not a git checkout")
+    needles = [str(ROOT) + "/", "/work/", "/home/", "/root/", "../shared"]
+    hits = []
+    for name in files:
+        path = ROOT / name
+        if name.startswith("tests/") or not path.is_file() or path.suffix in (".png", ".pt", ".npy"):
+            continue
+        text = path.read_text(errors="ignore")
+        hits += [f"{name}: {n}" for n in needles if n in text]
+    assert not hits, hits

@@ -340,3 +340,13 @@ def test_inverted_boxes_and_bad_numbers_name_file_and_line(tmp_path, layout):
     path.write_text("\n".join(rows) + "\n")
     with pytest.raises(DatasetError, match=message):
         build_data(cfg, seed=0, batch_size=1)
+
+
+def test_default_threads_leave_busy_cores_alone(monkeypatch):
+    from saol_core import train as train_mod
+    monkeypatch.setattr(train_mod.os, "cpu_count", lambda: 8)
+    for load, expected in ((0.2, 8), (2.6, 5), (7.9, 1), (30.0, 1)):
+        monkeypatch.setattr(train_mod.os, "getloadavg", lambda load=load: (load, load, load))
+        assert train_mod.default_threads(8) == expected
+    monkeypatch.setattr(train_mod.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert train_mod.default_threads(4) == 4   # never more than torch's own default
