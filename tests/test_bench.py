@@ -183,3 +183,18 @@ def test_pipelines_on_an_image_folder_draw_e2e_images_per_epoch(tmp_path):
     assert out["steps"] == 2 and out["images"] == 8 and out["data"] == tmp_path.name  # 10 // 4 batches of 4
     assert out["augment"] == ["RandomCrop", "RandomHorizontalFlip", "ToTensor", "Normalize"]  # the CIFAR recipe
     assert len(epochs) == 4 and out["ratio"] == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+def test_concurrent_layouts_sum_the_runs(monkeypatch):
+    from saol_core.bench import parallel
+    assert parallel.parse_layout("2x1") == (2, 1)
+    with pytest.raises(ValueError, match="<jobs>x<threads>"):
+        parallel.parse_layout("two")
+    settings = bench.BenchSettings(batch_size=4, steps=1, warmup=1, repeats=1)
+    found = parallel.bench_layouts("resnet20", "gap", [(2, 1), (1, 1)], settings, rounds=1)
+    two, one = found[(2, 1)], found[(1, 1)]
+    assert len(two["per_run"].values) == 2 and two["aggregate"].median == pytest.approx(sum(two["per_run"].values))
+    assert one["aggregate"].median == one["per_run"].median > 0
+    table = parallel.layouts_table("resnet20", "gap", found)
+    assert table.splitlines()[2].startswith("| resnet20 | gap | 2 x 1 |") and table.splitlines()[2].endswith("| 1.00 |")

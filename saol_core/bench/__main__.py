@@ -14,6 +14,7 @@ from ..runs import hardware_record
 from ..train import resolve_device
 from . import __doc__ as DOC
 from .measure import measure_peak
+from .parallel import bench_layouts, layouts_table, parse_layout
 from .pipelines import bench_pipelines
 from .recipes import RECIPES, BenchSettings, Row, add_fractions, bench_backbone
 from .report import render_section, rows_table, update_report
@@ -47,6 +48,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--workers", type=int, default=d.workers, help="DataLoader workers of the conventional pipeline")
     ap.add_argument("--profile", action="store_true", help="also profile the parts of each training step (CPU)")
     ap.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
+    ap.add_argument("--layouts", nargs="+", metavar="JOBSxTHREADS",
+                    help="also time concurrent runs (CPU), e.g. 1x2 2x1: aggregate img/s of the first recipe")
     ap.add_argument("--out", default="reports/BENCHMARKS.md", help="report to update ('' = print only)")
     args = ap.parse_args(argv)
     command = "python -m saol_core.bench " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -68,6 +71,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         rows += bench_backbone(backbone, args.recipes, settings, device, profiles)
         print(rows_table([r for r in rows if r.backbone == backbone]), flush=True)
     pipes = bench_pipelines(settings, device) if args.conventional else None
+    layouts = None
+    if args.layouts:
+        found = {b: bench_layouts(b, args.recipes[0], [parse_layout(l) for l in args.layouts], settings)
+                 for b in args.backbones}
+        layouts = "\n\n".join(layouts_table(b, args.recipes[0], r) for b, r in found.items())
+        print(layouts, flush=True)
     last = measure_peak(device, peak_dtype)  # again at the end: the best of both (a shared machine's load varies)
     peak = {k: max(first[k], last[k]) for k in first}
     add_fractions(rows, peak["peak"])
@@ -83,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "warm-up steps": args.warmup, "timed steps x repeats": f"{args.steps} x {args.repeats}",
                 "end-to-end epochs x repeats": f"1 x {args.e2e_repeats}" if args.conventional else "-",
                 "workers": args.workers}
-    section = render_section(f"{label} | {command}", command, env, shown, rows, pipes, profiles)
+    section = render_section(f"{label} | {command}", command, env, shown, rows, pipes, profiles, layouts)
     print(section)
     if args.out:
         update_report(args.out, f"{label} | {command}", section)

@@ -78,7 +78,7 @@ def target_lines(rows: list[Row], pipes: dict | None) -> list[str]:
 
 
 def render_section(key: str, command: str, env: dict, settings: dict, rows: list[Row], pipes: dict | None,
-                   profiles: dict | None = None) -> str:
+                   profiles: dict | None = None, layouts: str | None = None) -> str:
     hw = env["hardware"]
     parts = [MARK.format(key), f"## {env['device_label']}: `{command}`", "",
              f"- date: {env['date']}; load average (1 min) before / after: {env['load'][0]:.2f} / {env['load'][1]:.2f}",
@@ -104,6 +104,10 @@ def render_section(key: str, command: str, env: dict, settings: dict, rows: list
                   "| pipeline | img/s median [min-max] | x conventional |", "|---|---|---|",
                   f"| conventional (DataLoader, {settings['workers']} workers) | {fmt_stats(ips['conventional'])} | 1.00 |",
                   f"| device-resident (saol_core.data) | {fmt_stats(ips['resident'])} | {pipes['ratio']:.2f} |", ""]
+    if layouts:
+        parts += ["### Concurrent runs with split threads (training step, aggregate images/s)", "",
+                  "Each layout: that many processes, started together, each timing the first recipe with that "
+                  "many torch threads; layouts interleaved over 2 rounds.", "", layouts, ""]
     if profiles:
         parts += ["### Where a training step's time goes (torch.profiler, CPU time, ms per step)", "",
                   f"Median of {PROFILE_PASSES} profiled passes of --steps steps (mixed and clean steps "
