@@ -194,7 +194,7 @@ def _rel(path: str | Path, base: Path) -> str:
 def _machine(results) -> str:
     """The hardware and settings the finished runs report, e.g. "AMD EPYC (2 cores), cpu, 1 thread(s), bfloat16"."""
     done = results[results.status == "finished"]
-    seen = sorted({f"{r.hardware}, {r.device}, {r.threads} thread(s), {r.amp}" for r in done.itertuples()
+    seen = sorted({f"{r.hardware}, {r.device}, {int(r.threads)} thread(s), {r.amp}" for r in done.itertuples()
                    if not _missing(r.hardware)})
     return "; ".join(seen) or "—"
 
