@@ -72,12 +72,14 @@ def _stop_kernels() -> int:
     return len(children)
 
 
-def _report_epochs(runs_dir: Path, in_flight: dict[str, int], done: threading.Event, every: float = 10.0) -> None:
+def _report_epochs(runs_dir: Path, in_flight: dict[str, int], done: threading.Event,
+                   ended: set[str] = frozenset(), every: float = 10.0) -> None:
     """Print one line per finished epoch of the runs in flight (their notebooks' output is not shown),
-    read from each run folder's metrics.jsonl."""
+    read from each run folder's metrics.jsonl; a run in ``ended`` gets its last lines, then is dropped."""
     from tqdm.auto import tqdm
     seen: dict[str, int] = {}
-    while not done.wait(every):
+    while True:
+        stop = done.wait(every)
         for name, epochs in list(in_flight.items()):
             path = runs_dir / name / "metrics.jsonl"
             try:
@@ -89,6 +91,10 @@ def _report_epochs(runs_dir: Path, in_flight: dict[str, int], done: threading.Ev
                 tqdm.write(f"[study] {name}: epoch {row['epoch']}/{epochs} loss {row['train_loss']:.3f} "
                            f"{row.get('images_per_s', 0):.0f} img/s {acc}".rstrip())
             seen[name] = len(lines)
+            if name in ended:
+                in_flight.pop(name, None)
+        if stop:
+            return
 
 
 def _relative_paths(path: Path) -> None:
@@ -147,6 +153,7 @@ def run_study(study: Study, out: Path, *, only: list[str] | None = None, extra: 
     threads = [f"train.threads={max(1, (os.cpu_count() or 1) // jobs)}"] if jobs > 1 else []
 
     in_flight: dict[str, int] = {}  # run name -> epochs
+    ended: set[str] = set()  # runs whose notebook returned: the watcher prints their last lines, then drops them
 
     def one(run: Run) -> tuple[Run, str | None]:
         overrides = threads + run.overrides
@@ -155,10 +162,10 @@ def run_study(study: Study, out: Path, *, only: list[str] | None = None, extra: 
             return run, execute(study.notebook, runs_dir / run.name / Path(study.notebook).name,
                                 {"PARAMS": run.params, "OVERRIDES": overrides, "OUT_DIR": str(runs_dir)})
         finally:
-            in_flight.pop(run.name, None)
+            ended.add(run.name)
 
     done = threading.Event()
-    watcher = threading.Thread(target=_report_epochs, args=(runs_dir, in_flight, done), daemon=True)
+    watcher = threading.Thread(target=_report_epochs, args=(runs_dir, in_flight, done, ended), daemon=True)
     watcher.start()
 
     # each run is its own kernel process: threads only wait on them
@@ -179,6 +186,7 @@ def run_study(study: Study, out: Path, *, only: list[str] | None = None, extra: 
                                f"interrupted ones resume from their last checkpoint. Resume with: python -m "
                                f"saol_core.study {study.path} --out {out}") from None
     done.set()
+    watcher.join()
     pool.shutdown()
     return {**failures, **(_table(study, out) if table else {})}
 
