@@ -423,3 +423,27 @@ def test_available_backbones():
     assert len(names) == len(set(names))
     assert {"resnet20", "resnet56", "resnet110", "wrn16_4", "wrn40_2", "wrn28_10", "densenet_bc100",
             "pyramidnet200_240", "resnet50", "resnet101", "resnet152", "resnet200", "resnext101_32x4d"} <= set(names)
+
+
+def test_cifar_resnet_in_place_block_gives_the_out_of_place_values_and_gradients():
+    import torch.nn.functional as F
+    from saol_core.backbones.cifar_resnet import BasicBlock
+    torch.manual_seed(0)
+    for cin, cout, stride in ((16, 16, 1), (16, 32, 2)):
+        block = BasicBlock(cin, cout, stride).train()
+        x = torch.randn(4, cin, 8, 8, requires_grad=True)
+        y = block(x)
+        y.square().sum().backward()
+        got = (y.detach(), x.grad.clone(), [p.grad.clone() for p in block.parameters()])
+        x.grad = None
+        block.zero_grad()
+        out = block.bn2(block.conv2(F.relu(block.bn1(block.conv1(x)))))   # the textbook, out of place
+        sc = x[:, :, ::stride, ::stride]
+        if cout > cin:
+            sc = F.pad(sc, (0, 0, 0, 0, (cout - cin) // 2, cout - cin - (cout - cin) // 2))
+        ref = F.relu(out + sc)
+        ref.square().sum().backward()
+        torch.testing.assert_close(got[0], ref.detach(), rtol=0, atol=1e-6)
+        torch.testing.assert_close(got[1], x.grad, rtol=0, atol=1e-6)
+        for a, b in zip(got[2], (p.grad for p in block.parameters())):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
