@@ -178,23 +178,27 @@ def test_mean_std_edge_cases():
     assert _mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2.0)))
 
 
-def stand_in_notebook(path: Path) -> Path:
-    """A training-notebook stand-in: writes a finished summary, or raises for model.backbone=bad."""
+def notebook_of(path: Path, *cells: str) -> Path:
+    """A training-notebook stand-in: the runner's parameters cell, then ``cells``, where ``run`` is the
+    run folder (OUT_DIR/<name>) and ``o`` the overrides as a dict."""
     nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
                                                            "language": "python"}})
     params = nbformat.v4.new_code_cell('PARAMS = ""\nOVERRIDES = []\nOUT_DIR = ""')
     params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell(
-        "import json, pathlib\n"
-        "o = dict(x.split('=', 1) for x in OVERRIDES)\n"
-        "run = pathlib.Path(OUT_DIR) / o['name']\n"
-        "run.mkdir(parents=True, exist_ok=True)\n"
-        "(run / 'executed').write_text('yes')"),
-        nbformat.v4.new_code_cell("if o.get('model.backbone') == 'resnet56':\n    raise RuntimeError('boom')"),
-        nbformat.v4.new_code_cell(
-        "(run / 'summary.json').write_text(json.dumps({'finished': True, 'final': {'gap_top1': 50.0}}))")]
+    setup = ("import json, os, pathlib, time\n"
+             "o = dict(x.split('=', 1) for x in OVERRIDES)\n"
+             "run = pathlib.Path(OUT_DIR) / o['name']\n"
+             "run.mkdir(parents=True, exist_ok=True)\n")
+    nb.cells = [params, *(nbformat.v4.new_code_cell(setup + c if i == 0 else c) for i, c in enumerate(cells))]
     nbformat.write(nb, str(path))
     return path
+
+
+def stand_in_notebook(path: Path) -> Path:
+    """Writes a finished summary, or raises for model.backbone=resnet56."""
+    return notebook_of(path, "(run / 'executed').write_text('yes')",
+                       "if o.get('model.backbone') == 'resnet56':\n    raise RuntimeError('boom')",
+                       "(run / 'summary.json').write_text(json.dumps({'finished': True, 'final': {'gap_top1': 50.0}}))")
 
 
 def test_runner_skips_finished_reports_failures_and_goes_on(tmp_path, capsys):
@@ -320,20 +324,8 @@ def test_comparison_paper_deltas_match_the_transcribed_cells():
 
 
 def sleeping_notebook(path: Path) -> Path:
-    """A training-notebook stand-in that records its pid and then trains "for hours"."""
-    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                                           "language": "python"}})
-    params = nbformat.v4.new_code_cell('PARAMS = ""\nOVERRIDES = []\nOUT_DIR = ""')
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell(
-        "import os, pathlib, time\n"
-        "o = dict(x.split('=', 1) for x in OVERRIDES)\n"
-        "run = pathlib.Path(OUT_DIR) / o['name']\n"
-        "run.mkdir(parents=True, exist_ok=True)\n"
-        "(run / 'pid').write_text(str(os.getpid()))\n"
-        "time.sleep(3600)")]
-    nbformat.write(nb, str(path))
-    return path
+    """Records its kernel's pid, then trains "for hours"."""
+    return notebook_of(path, "(run / 'pid').write_text(str(os.getpid()))\ntime.sleep(3600)")
 
 
 @pytest.mark.slow
