@@ -318,11 +318,11 @@ def explorer(run_dirs: Sequence[str | Path], n_images: int = 64):
                                                      zip(top.values.tolist(), top.indices.tolist())))
         print("\n".join(lines))
         if maps.attention is None:
-            fig, ax = plt.subplots(figsize=(2.2, 2.2))
+            _, ax = plt.subplots(figsize=(2.2, 2.2))
             _show(ax, data.denormalize(mixed)[0], "input (GAP-FC model: no maps)")
             _box(ax, box)
         else:
-            fig = attention_maps(model, mixed, [lines[0]], names, data.denormalize, boxes=[box])
+            attention_maps(model, mixed, [lines[0]], names, data.denormalize, boxes=[box])
         plt.show()
 
     out = w.interactive_output(draw, {"run_dir": run, "a": img_a, "b": img_b, "ys": rows, "xs": cols})

@@ -164,7 +164,7 @@ def test_digits_bundle_denormalize_round_trip():
     train_raw = b.train.images.double() / 255
     torch.testing.assert_close(torch.tensor(b.mean), train_raw.mean((0, 1, 2)).float(), rtol=0, atol=1e-6)
     torch.testing.assert_close(torch.tensor(b.std), train_raw.std((0, 1, 2), unbiased=False).float(), rtol=0, atol=1e-6)
-    assert len(b.test_boxes) == 40 and all(bx.shape == (1, 4) for bx in b.test_boxes)
+    assert len(b.test_boxes) == 40 and all(bx.shape == (1, 4) for bx in b.test_boxes.at(24))
     again = build_data(cfg, seed=0, batch_size=16)
     assert torch.equal(again.train.images, b.train.images)
     xt, _, _ = next(iter(b.train.epoch(0)))
@@ -272,30 +272,67 @@ def test_cub_layout_boxes_rescaled_to_eval_size(tmp_path, resident):
     assert b.class_names == ["002.b", "003.c", "005.e"] and b.num_classes == 3
     assert b.train.size == 2 and b.test.size == 2
     assert torch.equal(b.train.labels, torch.tensor([1, 2])) and torch.equal(b.test.labels, torch.tensor([0, 0]))
-    # test images 1 (40x30, box x4 y3 w10 h12 -> 4,3,14,15) and 4 (64x48, box 1,2,3,4 -> 1,2,4,6), S=20
-    np.testing.assert_allclose(b.test_boxes[0], [[4 * 0.5, 3 * 2 / 3, 14 * 0.5, 15 * 2 / 3]], rtol=1e-6)
-    np.testing.assert_allclose(b.test_boxes[1], [[1 * 20 / 64, 2 * 20 / 48, 4 * 20 / 64, 6 * 20 / 48]], rtol=1e-6)
+    # test images 1 (40x30, box x4 y3 w10 h12 -> 4,3,14,15) and 4 (64x48, box 1,2,3,4 -> 1,2,4,6): kept in
+    # original pixels, mapped to any evaluated size in one step as int(x * size / width)
+    np.testing.assert_array_equal(b.test_boxes.boxes[0], [[4, 3, 14, 15]])
+    np.testing.assert_array_equal(b.test_boxes.at(20), [[[2, 2, 7, 10]], [[0, 0, 1, 2]]])
+    np.testing.assert_array_equal(b.test_boxes.at(224), [[[22, 22, 78, 112]], [[3, 9, 14, 28]]])
     x, _, _ = collect(b.test, 0)
     ref = TF.resize(files_module.decode_file(tmp_path / "cub/images/002.b/x1.jpg"), [20, 20], antialias=True)
     assert ((b.denormalize(x[0]) * 255).round() - ref.float()).abs().max() <= 1
 
 
-def test_wsol_metadata_multiple_boxes(tmp_path):
-    root, rng = tmp_path / "wsol", np.random.default_rng(3)
-    sizes = {"tr/a.png": (30, 20), "tr/b.png": (20, 30), "te/c.png": (100, 50), "te/d.png": (40, 40)}
+def write_wsol(root: Path, test_name: str = "te/c.png", listed_size: tuple[int, int] = (100, 50)) -> None:
+    """Two train and two test images in wsolevaluation's metadata layout; ``listed_size``: what
+    image_sizes.txt says about the first test image (really 100 x 50)."""
+    rng = np.random.default_rng(3)
+    sizes = {"tr/a.png": (30, 20), "tr/b.png": (20, 30), test_name: (100, 50), "te/d.png": (40, 40)}
     save_images(root, {p: rand_image(rng, h, w) for p, (w, h) in sizes.items()})
-    for split, ids, labels in (("train", ["tr/a.png", "tr/b.png"], [4, 7]), ("test", ["te/c.png", "te/d.png"], [7, 7])):
+    sizes[test_name] = listed_size
+    for split, ids, labels in (("train", ["tr/a.png", "tr/b.png"], [4, 7]), ("test", [test_name, "te/d.png"], [7, 7])):
         meta = root / "metadata" / split
         meta.mkdir(parents=True)
         (meta / "image_ids.txt").write_text("".join(f"{i}\n" for i in ids))
         (meta / "class_labels.txt").write_text("".join(f"{i},{k}\n" for i, k in zip(ids, labels)))
         (meta / "image_sizes.txt").write_text("".join(f"{i},{sizes[i][0]},{sizes[i][1]}\n" for i in ids))
-    (root / "metadata/test/localization.txt").write_text("te/c.png,10,5,60,45\nte/d.png,0,0,39,39\nte/c.png,80,0,99,49\n")
+    (root / "metadata/test/localization.txt").write_text(
+        f"{test_name},10,5,60,45\nte/d.png,0,0,39,39\n{test_name},80,0,99,49\n")
+
+
+def test_wsol_metadata_multiple_boxes(tmp_path):
+    root = tmp_path / "wsol"
+    write_wsol(root)
     b = build_data(DataConfig(dataset="wsol", root=str(root), image_size=25, workers=0, device_resident=False,
                               cache_dir=str(tmp_path / "cache")), seed=0, batch_size=2)
     assert b.class_names == ["4", "7"] and torch.equal(b.test.labels, torch.tensor([1, 1]))
-    np.testing.assert_allclose(b.test_boxes[0], [[2.5, 2.5, 15, 22.5], [20, 0, 24, 24]])  # (x/4, y/2), clipped to 24
-    np.testing.assert_allclose(b.test_boxes[1], [[0, 0, 24, 24]])
+    # int(x / 4), int(y / 2) and int(39 * 25 / 40): truncated like the reference, never clipped
+    np.testing.assert_array_equal(b.test_boxes.at(25)[0], [[2, 2, 15, 22], [20, 0, 24, 24]])
+    np.testing.assert_array_equal(b.test_boxes.at(25)[1], [[0, 0, 24, 24]])
+
+
+@pytest.mark.parametrize("resident", [False, True])
+def test_wsol_ids_may_hold_spaces(tmp_path, resident):
+    write_wsol(tmp_path / "wsol", test_name="te/my photo.png")
+    b = build_data(DataConfig(dataset="wsol", root=str(tmp_path / "wsol"), image_size=25, workers=0,
+                              device_resident=resident, cache_dir=str(tmp_path / "cache")), seed=0, batch_size=2)
+    np.testing.assert_array_equal(b.test_boxes.at(25)[0], [[2, 2, 15, 22], [20, 0, 24, 24]])
+
+
+@pytest.mark.parametrize("resident", [False, True])
+def test_wsol_wrong_image_size_is_refused(tmp_path, resident):
+    write_wsol(tmp_path / "wsol", listed_size=(100, 60))
+    with pytest.raises(DatasetError, match=r"image_sizes.txt gives 100x60 for .*c.png, but the file is 100x50"):
+        build_data(DataConfig(dataset="wsol", root=str(tmp_path / "wsol"), image_size=25, workers=0,
+                              device_resident=resident, cache_dir=str(tmp_path / "cache")), seed=0, batch_size=2)
+
+
+@pytest.mark.parametrize("resident", [False, True])
+def test_wsol_missing_image_names_the_file(tmp_path, resident):
+    write_wsol(tmp_path / "wsol")
+    (tmp_path / "wsol/te/d.png").unlink()
+    with pytest.raises(DatasetError, match=r"te/d.png"):
+        build_data(DataConfig(dataset="wsol", root=str(tmp_path / "wsol"), image_size=25, workers=0,
+                              device_resident=resident, cache_dir=str(tmp_path / "cache")), seed=0, batch_size=2)
 
 
 def test_imagenet_val_boxes_through_center_crop(tmp_path):
@@ -306,8 +343,8 @@ def test_imagenet_val_boxes_through_center_crop(tmp_path):
     (root / "metadata/val/localization.txt").write_text("val/v1.JPEG,20,4,60,36\n")
     b = build_data(DataConfig(dataset="imagenet", root=str(root), image_size=28, workers=0,
                               cache_dir=str(tmp_path / "cache")), seed=0, batch_size=1)
-    # 80x40 -> short side round(28/0.875)=32 -> 64x32, crop 28 at top 2 left 18; scale 0.8
-    np.testing.assert_allclose(b.test_boxes[0], [[0, 4 * 0.8 - 2, 27, 36 * 0.8 - 2]], rtol=1e-6)
+    # 80x40 -> short side round(28/0.875)=32 -> 64x32, crop 28 at top 2 left 18; scale 0.8, cut to the crop
+    np.testing.assert_array_equal(b.test_boxes.at(28)[0], [[0, 1, 27, 26]])
     assert b.class_names == ["n01", "n02"] and torch.equal(b.test.labels, torch.tensor([1]))
 
 
@@ -362,8 +399,9 @@ def test_shared_cub200_50(tmp_path):
     b = build_data(DataConfig(dataset="cub", root=str(SHARED_DATA / "cub200-50"), image_size=224, workers=0,
                               cache_dir=str(tmp_path)), seed=0, batch_size=8)
     assert (b.train.size, b.test.size, b.num_classes) == (1500, 1389, 50)
-    assert len(b.test_boxes) == 1389 and all(bx.shape == (1, 4) for bx in b.test_boxes)
-    boxes = np.concatenate(b.test_boxes)
-    assert (boxes >= 0).all() and (boxes <= 223).all() and (boxes[:, 2] > boxes[:, 0]).all()
+    assert len(b.test_boxes) == 1389 and all(bx.shape == (1, 4) for bx in b.test_boxes.boxes)
+    boxes = np.concatenate(b.test_boxes.at(224))
+    # x + w of a box reaching the image's edge maps to 224, as in the reference (never clipped)
+    assert (boxes >= 0).all() and (boxes <= 224).all() and (boxes[:, 2] > boxes[:, 0]).all()
     x, y, idx = next(iter(b.test.epoch(0)))
     assert x.shape == (8, 3, 224, 224) and torch.equal(y, b.test.labels[idx])

@@ -157,6 +157,7 @@ def test_center_baseline_finds_the_best_centred_box():
     # 16 px images evaluated at 64 px: three centred boxes of half the side, one box in a corner
     centred = np.array([[4.0, 4.0, 11.0, 11.0]])
     boxes = [centred, centred, centred, np.array([[0.0, 0.0, 3.0, 3.0]])]
+    boxes = wsol.GroundTruthBoxes.square(boxes, 16)
     r = wsol.center_baseline(Boxes(4, 16), boxes, eval_size=64)
     assert r["gt_known_loc_best"] == 75.0 and r["max_box_acc"] == 75.0 and r["top1_cls"] == 0.0
     assert wsol.center_baseline(Boxes(4, 16), boxes, eval_size=64, max_batches=1)["max_box_acc"] == 100.0

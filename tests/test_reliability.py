@@ -1,13 +1,11 @@
 """Faults a user meets: two processes on one run folder, divergence, corrupt or truncated files, killed
 writes, bad configs and bad data. Each error is one line that says what to do."""
-import json
 import os
 import random
 import signal
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 
 import numpy as np

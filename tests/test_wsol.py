@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from saol_core.wsol import evaluate_localization, factor_results, localization_maps, normalize_maps
+from saol_core.wsol import GroundTruthBoxes, evaluate_localization, factor_results, localization_maps, normalize_maps
 
 
 def saol_output(feats, weight, bias, att_logits):
@@ -167,7 +167,7 @@ def blob_dataset():
     # batches visit the dataset out of order: boxes must be looked up by index
     order = [torch.tensor([2, 0]), torch.tensor([3, 1])]
     loader = [(images[i], labels[i], i) for i in order]
-    return loader, boxes
+    return loader, GroundTruthBoxes.square(boxes, 16)
 
 
 def test_evaluate_localization_golden():
@@ -210,7 +210,7 @@ def test_evaluate_shares_one_forward_and_restores_mode(toy):
     model, x = toy
     model.train()
     loader = [(x, torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2]))]
-    boxes = [np.array([[0, 0, 3, 3]])] * 3
+    boxes = GroundTruthBoxes.square([np.array([[0, 0, 3, 3]])] * 3, x.shape[-1])
     evaluate_localization(model, loader, boxes, eval_size=12, progress=False)
     assert model.calls == 2            # one forward for saol + cam, one forward+backward for gradcam
     assert model.training
@@ -227,7 +227,7 @@ def test_factor_results_score_a_y_and_their_product_for_the_true_class():
         assert res[name]["max_box_acc"] == 50.0 and res[name]["max_box_acc_v2_iou30"] == 75.0, name
     # a constant map gives the whole image at every threshold: IoU >= 0.5 only where the box is large
     whole = np.array([0, 0, 15, 15])
-    expected = 100 * np.mean([wsol_iou(b[0], whole) >= 0.5 for b in boxes])
+    expected = 100 * np.mean([wsol_iou(b[0], whole) >= 0.5 for b in boxes.at(16)])
     assert res["Y_k"]["max_box_acc"] == expected
 
 

@@ -1,10 +1,14 @@
-"""Golden tests for saol_core.wsol_metrics: hand-made score maps whose boxes/IoUs are worked out by hand,
-plus a brute-force flood-fill re-implementation of the protocol on random maps."""
+"""Tests of saol_core.wsol.metrics: the reference's own answers (clovaai/wsolevaluation, run on
+tests/wsol_cases.py into tests/data/wsol_reference.json), hand-made maps worked out by hand, and a
+brute-force flood fill for the "components" variant."""
+import json
+
 import numpy as np
 import pytest
+import wsol_cases
 
-from saol_core.wsol.metrics import (BoxEvaluator, box_iou, region_boxes, resize_boxes, scoremap_ious,
-                                    threshold_grid)
+from saol_core.wsol import resize_boxes
+from saol_core.wsol.metrics import BoxEvaluator, box_iou, region_boxes, scoremap_ious, threshold_grid
 
 T = threshold_grid(0.01)
 
@@ -43,14 +47,12 @@ def test_resize_boxes_truncates_like_reference():
 
 
 # ---------------------------------------------------------------- boxes from score maps
-def test_single_blob_reference_and_tight_extent():
+def test_single_blob_box_extends_one_pixel():
     m = blob_map(10, 12, (2, 4, 3, 6))
     largest, boxes, owner = region_boxes(m, T)
     # reference: x1 = max_x + 1, y1 = max_y + 1 (cv2.boundingRect width added to x)
     np.testing.assert_array_equal(largest, np.tile([3, 2, 7, 5], (len(T), 1)))
     np.testing.assert_array_equal(owner, np.arange(len(T)))
-    tight, _, _ = region_boxes(m, T, reference_box_extent=False)
-    np.testing.assert_array_equal(tight[0], [3, 2, 6, 4])
 
 
 def test_blob_touching_border_is_clipped():
@@ -63,14 +65,15 @@ def test_blob_touching_border_is_clipped():
 
 def test_two_blobs_largest_versus_all():
     m = blob_map(12, 12, (0, 2, 0, 3), (8, 9, 8, 9))   # 12 pixels vs 4 pixels
-    largest, boxes, owner = region_boxes(m, T, reference_box_extent=False)
-    np.testing.assert_array_equal(largest[0], [0, 0, 3, 2])
-    np.testing.assert_array_equal(boxes[owner == 0], [[0, 0, 3, 2], [8, 8, 9, 9]])
-    # ground truth = the small blob's box: missed by the largest region, found by "all regions"
-    il, ia = scoremap_ious(m, np.array([[8, 8, 9, 9]]), T, reference_box_extent=False)
-    np.testing.assert_allclose(il, 0.0)
-    np.testing.assert_allclose(ia, 1.0)
-    # with the reference extent the predicted box is [8, 8, 10, 10]: IoU 4/9
+    for regions in ("contours", "components"):
+        largest, boxes, owner = region_boxes(m, T, regions=regions)
+        np.testing.assert_array_equal(largest[0], [0, 0, 4, 3])
+        assert sorted(boxes[owner == 0].tolist()) == [[0, 0, 4, 3], [8, 8, 10, 10]]
+        # ground truth = the small blob's box: missed by the largest region, found by "all regions"
+        il, ia = scoremap_ious(m, np.array([[8, 8, 10, 10]]), T, regions=regions)
+        np.testing.assert_allclose(il, 0.0)
+        np.testing.assert_allclose(ia, 1.0)
+    # the tight box of the small blob [8, 8, 9, 9] against the predicted [8, 8, 10, 10]: IoU 4/9
     _, ia = scoremap_ious(m, np.array([[8, 8, 9, 9]]), T)
     np.testing.assert_allclose(ia, 4 / 9)
 
@@ -79,8 +82,9 @@ def test_diagonal_pixels_are_connected():
     # 8-connectivity: a diagonal staircase is one region, box spans it
     m = np.zeros((6, 6))
     m[[1, 2, 3], [1, 2, 3]] = 1.0
-    largest, boxes, owner = region_boxes(m, T, reference_box_extent=False)
-    np.testing.assert_array_equal(boxes[owner == 0], [[1, 1, 3, 3]])
+    for regions in ("contours", "components"):
+        largest, boxes, owner = region_boxes(m, T, regions=regions)
+        np.testing.assert_array_equal(boxes[owner == 0], [[1, 1, 4, 4]])
 
 
 def test_empty_and_constant_maps():
@@ -101,7 +105,7 @@ def test_nan_map_counts_as_zero_and_range_is_checked():
     np.testing.assert_array_equal(largest, np.zeros((len(T), 4)))
     m = blob_map(8, 8, (2, 3, 2, 5))
     m[0, 0] = np.nan                                 # a NaN pixel is background
-    np.testing.assert_array_equal(region_boxes(m, T, reference_box_extent=False)[0][0], [2, 2, 5, 3])
+    np.testing.assert_array_equal(region_boxes(m, T)[0][0], [2, 2, 6, 4])
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         region_boxes(m * 2, T)
 
@@ -110,21 +114,21 @@ def test_quantization_follows_reference():
     # value 0.5 -> uint8 127, max 255: pixel kept iff 127 > floor(t * 255), i.e. t*255 < 127 -> t <= 0.49
     m = blob_map(8, 8, (1, 6, 1, 6), value=0.5)
     m[3:5, 3:5] = 1.0
-    largest, _, _ = region_boxes(m, T, reference_box_extent=False)
+    largest, _, _ = region_boxes(m, T)
     i = int(np.argmin(np.abs(T - 0.49)))
-    np.testing.assert_array_equal(largest[i], [1, 1, 6, 6])       # floor(0.49*255)=124 < 127
-    np.testing.assert_array_equal(largest[i + 1], [3, 3, 4, 4])   # floor(0.50*255)=127, not > 127
+    np.testing.assert_array_equal(largest[i], [1, 1, 7, 7])       # floor(0.49*255)=124 < 127
+    np.testing.assert_array_equal(largest[i + 1], [3, 3, 5, 5])   # floor(0.50*255)=127, not > 127
 
 
 def test_multiple_gt_boxes_take_the_best():
-    m = blob_map(20, 20, (2, 11, 2, 11))             # tight box [2,2,11,11], reference [2,2,12,12]
-    gt = np.array([[15, 15, 19, 19], [2, 2, 6, 11], [2, 2, 11, 11]])
-    il, _ = scoremap_ious(m, gt, T, reference_box_extent=False)
+    m = blob_map(20, 20, (2, 11, 2, 11))             # predicted box [2, 2, 12, 12], 11 x 11
+    gt = np.array([[15, 15, 19, 19], [2, 2, 6, 12], [2, 2, 12, 12]])
+    il, _ = scoremap_ious(m, gt, T)
     np.testing.assert_allclose(il, 1.0)
-    il, _ = scoremap_ious(m, gt[:2], T, reference_box_extent=False)
-    np.testing.assert_allclose(il, 0.5)              # 50 / 100
-    il, _ = scoremap_ious(m, gt[2:], T)
-    np.testing.assert_allclose(il, 100 / 121)        # reference box is 11 x 11
+    il, _ = scoremap_ious(m, gt[:2], T)
+    np.testing.assert_allclose(il, 55 / 121)
+    il, _ = scoremap_ious(m, np.array([[2, 2, 11, 11]]), T)
+    np.testing.assert_allclose(il, 100 / 121)
     il, ia = scoremap_ious(m, np.zeros((0, 4)), T)   # no ground truth: never a hit
     assert il.max() == ia.max() == 0.0
 
@@ -241,7 +245,7 @@ def _iou_scalar(a, b):
     return inter / union
 
 
-def test_matches_brute_force_on_random_maps():
+def test_components_variant_matches_brute_force_on_random_maps():
     rng = np.random.default_rng(0)
     thresholds = threshold_grid(0.05)
     for _ in range(12):
@@ -250,7 +254,7 @@ def test_matches_brute_force_on_random_maps():
         m /= m.max()
         gt = np.sort(rng.integers(0, min(h, w), size=(2, 2, 2)), axis=1).transpose(0, 2, 1).reshape(2, 4)
         gt = gt[:, [0, 2, 1, 3]]        # x0, y0, x1, y1 with x0 <= x1, y0 <= y1
-        il, ia = scoremap_ious(m, gt, thresholds)
+        il, ia = scoremap_ious(m, gt, thresholds, regions="components")
         u = (m * 255).astype(np.uint8)
         for t, thr in enumerate(thresholds):
             regions = _flood_regions(u > int(thr * u.max()))
@@ -261,3 +265,63 @@ def test_matches_brute_force_on_random_maps():
                 big = boxes[max(range(len(regions)), key=lambda i: regions[i][0])]
             assert il[t] == pytest.approx(max(_iou_scalar(big, g) for g in gt))
             assert ia[t] == pytest.approx(max(_iou_scalar(b, g) for b in boxes for g in gt))
+
+
+# ---------------------------------------------------------------- equal to the reference
+REFERENCE = json.loads((wsol_cases.DATA / "wsol_reference.json").read_text())
+GRID = threshold_grid(REFERENCE["cam_step"])
+
+
+@pytest.mark.parametrize("name,u,gt", wsol_cases.synthetic_cases(), ids=lambda v: v if isinstance(v, str) else "")
+def test_equals_reference_on_holes_lines_ties_and_noise(name, u, gt):
+    ref = REFERENCE["synthetic"][name]
+    m = wsol_cases.as_scoremap(u)
+    largest, _, _ = region_boxes(m, GRID)
+    np.testing.assert_array_equal(largest, np.array(ref["boxes_largest"])[:, 0])
+    il, ia = scoremap_ious(m, gt, GRID)
+    np.testing.assert_array_equal(il, ref["iou_largest"])
+    np.testing.assert_array_equal(ia, ref["iou_all"])
+
+
+def test_components_variant_is_not_the_reference():
+    """What the named variant changes, on the cases built for it: hole borders (ring), contour area
+    against pixel count (thin line) and the tie rule (two equal squares)."""
+    cases = {name: (u, gt) for name, u, gt in wsol_cases.synthetic_cases()}
+    for name, mode in (("ring", 1), ("thin_line", 0), ("tie_other", 0)):
+        u, gt = cases[name]
+        ious = scoremap_ious(wsol_cases.as_scoremap(u), gt, GRID, regions="components")
+        ref = REFERENCE["synthetic"][name]["iou_all" if mode else "iou_largest"]
+        assert not np.array_equal(ious[mode], ref), name
+
+
+def test_equals_reference_boxevaluator_on_real_cam_maps():
+    """60 real CAM maps with the official boxes: every per-threshold IoU, every hit count of the
+    unmodified reference BoxEvaluator and its MaxBoxAcc at IoU 30/50/70, both box sets."""
+    maps, boxes, source = wsol_cases.cam_cases()
+    ref = REFERENCE["cam"]
+    assert "ImageNet" in source and len(maps) == len(ref["iou_largest"]) == 60
+    scores = np.stack([wsol_cases.as_scoremap(u) for u in maps])
+    for i, (m, gt) in enumerate(zip(scores, boxes)):
+        il, ia = scoremap_ious(m, gt, GRID)
+        np.testing.assert_array_equal(il, ref["iou_largest"][i])
+        np.testing.assert_array_equal(ia, ref["iou_all"][i])
+    for multi, key in ((False, "largest"), (True, "all")):
+        ev = BoxEvaluator(cam_step=REFERENCE["cam_step"], multi_contour=multi)
+        ev.accumulate(scores, boxes, np.ones(len(scores), bool))
+        curves = ev.curves()
+        for iou, counts in ref[f"num_correct_{key}"].items():
+            np.testing.assert_array_equal(np.rint(curves[f"{key}_iou{iou}"] * len(scores) / 100), counts)
+            assert curves[f"{key}_iou{iou}"].max() == ref[f"max_box_acc_{key}"][[30, 50, 70].index(int(iou))]
+    res = BoxEvaluator(cam_step=REFERENCE["cam_step"])
+    res.accumulate(scores, boxes, np.ones(len(scores), bool))
+    out = res.compute()
+    assert out["max_box_acc"] == ref["max_box_acc_largest"][1]
+    assert out["max_box_acc_v2"] == np.mean(ref["max_box_acc_all"])
+
+
+def test_resize_boxes_equals_reference_resize_bbox():
+    """The official boxes of the 60 photos in their stored sizes -> 224 x 224, as the reference resized them."""
+    for (_, (w, h), original), expected in zip(REFERENCE["cam"]["original"], REFERENCE["cam"]["gt_boxes_224"]):
+        np.testing.assert_array_equal(resize_boxes(np.array(original), (h, w), (224, 224)), expected)
+    # multiply before dividing: 166 * 224 / 332 = 112 exactly; 166 * (224 / 332) truncates to 111
+    np.testing.assert_array_equal(resize_boxes([[166, 0, 166, 0]], (100, 332), (224, 224)), [[112, 0, 112, 0]])

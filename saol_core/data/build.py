@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..config import ConfigError, DataConfig
+from .boxes import GroundTruthBoxes
 from .common import (CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, DataBundle, DatasetError, channel_stats,
                      data_root)
 from .digits import CLASS_NAMES as DIGIT_NAMES
@@ -83,7 +84,8 @@ def _digits(cfg: DataConfig, **common) -> DataBundle:
     test = make_digits(cfg.test_size, split="test", **kwargs)
     mean, std = channel_stats(train.images)
     return _resident_bundle(cfg, (train.images, train.labels), (test.images, test.labels), DIGIT_NAMES,
-                            mean, std, [b[None] for b in test.boxes], flip=False, **common)
+                            mean, std, GroundTruthBoxes.square([b[None] for b in test.boxes], cfg.image_size),
+                            flip=False, **common)
 
 
 def _cifar(cfg: DataConfig, **common) -> DataBundle:
@@ -101,10 +103,17 @@ def _cifar(cfg: DataConfig, **common) -> DataBundle:
 
 
 def _original_sizes(split: FileSplit) -> np.ndarray:
-    """(N,2) (width, height) from the layout's metadata, else from the file headers."""
+    """(N,2) (width, height) from the file headers; metadata sizes (wsolevaluation's image_sizes.txt), which
+    rescale the boxes, must agree with them."""
+    found = _headers(split.paths)
     if split.sizes is not None:
-        return split.sizes
-    return _headers(split.paths)
+        wrong = np.flatnonzero((split.sizes != found).any(1))
+        if len(wrong):
+            i = wrong[0]
+            raise DatasetError(f"image_sizes.txt gives {split.sizes[i][0]}x{split.sizes[i][1]} for {split.paths[i]}, but the "
+                               f"file is {found[i][0]}x{found[i][1]} ({len(wrong)} such entries); fix or delete "
+                               "image_sizes.txt (without it the sizes are read from the files)")
+    return found
 
 
 def _headers(paths: list[Path]) -> np.ndarray:
@@ -137,8 +146,8 @@ def _files(cfg: DataConfig, **common) -> DataBundle:
     eval_geometry = EvalTransform(S, "direct" if resident else EVAL_MODE[cfg.dataset])
     boxes = None
     if layout.test.boxes is not None:
-        sizes = _original_sizes(layout.test)
-        boxes = [eval_geometry.map_boxes(b, int(w), int(h)) for b, (w, h) in zip(layout.test.boxes, sizes)]
+        boxes = GroundTruthBoxes([b.astype(np.float64) for b in layout.test.boxes], _original_sizes(layout.test),
+                                 None if eval_geometry.mode == "direct" else S)
 
     if resident:
         tag = f"{cfg.dataset}-{root.name}"
@@ -154,10 +163,8 @@ def _files(cfg: DataConfig, **common) -> DataBundle:
         return _resident_bundle(cfg, (train, layout.train.labels), (test, layout.test.labels), layout.class_names,
                                 mean, std, boxes, **common)
 
-    if boxes is None or layout.test.sizes is not None:  # else _original_sizes read the test headers
-        _headers(layout.train.paths + layout.test.paths)  # streamed images are decoded mid-epoch: check now
-    else:
-        _headers(layout.train.paths)
+    # streamed images are decoded mid-epoch: check every header now (_original_sizes read the test split's)
+    _headers(layout.train.paths + (layout.test.paths if boxes is None else []))
     shared = dict(mean=IMAGENET_MEAN, std=IMAGENET_STD, seed=common["seed"], device=common["device"],
                   rank=common["rank"], world_size=common["world_size"], workers=cfg.workers)
     train_tf = TrainTransform(S, jitter=cfg.dataset == "imagenet") if cfg.augment else eval_geometry

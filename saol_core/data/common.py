@@ -12,11 +12,14 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from .boxes import GroundTruthBoxes
 
 # CutMix / PyramidNet code (which the paper builds on) uses these for CIFAR-10 and CIFAR-100 alike.
 CIFAR_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
@@ -138,8 +141,9 @@ class DataBundle:
     image_size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    test_boxes: list[np.ndarray] | None
-    """Per test index: (n,4) float32 xyxy inclusive-corner boxes in the evaluated image's pixels."""
+    test_boxes: GroundTruthBoxes | None
+    """The test split's boxes (saol_core.data.boxes): ``test_boxes.at(size)`` gives them in a size x size
+    evaluated image."""
 
     def denormalize(self, images: Tensor) -> Tensor:
         """(B,C,H,W) or (C,H,W) normalized images -> [0,1] (clamped) for plotting."""

@@ -30,7 +30,7 @@ LAYOUTS = {"folder": FOLDER_LAYOUT, "cifar10_jpeg": FOLDER_LAYOUT, "imagenet": I
 class FileSplit:
     paths: list[Path]
     labels: np.ndarray  # (N,) int64 in 0..K-1
-    boxes: list[np.ndarray] | None = None  # per image (n,4) float32 xyxy in original pixels
+    boxes: list[np.ndarray] | None = None  # per image (n,4) float64 xyxy in original pixels
     sizes: np.ndarray | None = None  # (N,2) int64 original (width, height), when the layout records it
 
 
@@ -149,7 +149,7 @@ def read_cub(root: Path) -> Layout:
             lacking = [i for i in ids if i not in boxes]
             if lacking:
                 raise DatasetError(f"{root / 'bounding_boxes.txt'} lacks test ids {lacking[:5]}; expected {CUB_LAYOUT}")
-            split_boxes = [np.array([boxes[i]], np.float32) for i in ids]
+            split_boxes = [np.array([boxes[i]], np.float64) for i in ids]
         return FileSplit([image_dir / images[i] for i in ids],
                          _remap(np.array([labels[i] for i in ids]), present), split_boxes)
 
@@ -158,7 +158,8 @@ def read_cub(root: Path) -> Layout:
 
 def _read_wsol_split(root: Path, meta: Path, need_boxes: bool) -> FileSplit:
     """One metadata split; labels as written (remapped by the caller)."""
-    ids = [r[0] for r in _read_table(meta / "image_ids.txt", WSOL_LAYOUT, None, 1)]
+    # one id per line, spaces included (wsolevaluation strips only the newline)
+    ids = [r[0] for r in _read_table(meta / "image_ids.txt", WSOL_LAYOUT, "\n", 1)]
     labels = {r[0]: r.numbers(1, 2, int)[0] for r in _read_table(meta / "class_labels.txt", WSOL_LAYOUT, ",", 2)}
     lacking = [i for i in ids if i not in labels]
     if lacking:
@@ -175,7 +176,7 @@ def _read_wsol_split(root: Path, meta: Path, need_boxes: bool) -> FileSplit:
         lacking = [i for i in ids if i not in boxes]
         if lacking:
             raise DatasetError(f"{meta / 'localization.txt'} lacks ids {lacking[:5]}; expected {WSOL_LAYOUT}")
-        split.boxes = [np.array(boxes[i], np.float32) for i in ids]
+        split.boxes = [np.array(boxes[i], np.float64) for i in ids]
     return split
 
 
@@ -205,6 +206,6 @@ def read_imagenet(root: Path) -> Layout:
             lacking = [p.name for p in layout.test.paths if p.name not in boxes]
             if lacking:
                 raise DatasetError(f"{meta / 'localization.txt'} lacks val images {lacking[:5]}")
-            layout.test.boxes = [np.array(boxes[p.name], np.float32) for p in layout.test.paths]
+            layout.test.boxes = [np.array(boxes[p.name], np.float64) for p in layout.test.paths]
             break
     return layout

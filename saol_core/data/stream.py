@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 from typing import Iterator, Sequence
 
-import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
 from torch import Tensor
@@ -46,13 +45,6 @@ class EvalTransform:
         short = round(S / 0.875)  # torchvision's Resize(int) rule: the long side is truncated
         new_w, new_h = (short, int(short * height / width)) if width <= height else (int(short * width / height), short)
         return new_w, new_h, int(round((new_h - S) / 2.0)), int(round((new_w - S) / 2.0))
-
-    def map_boxes(self, boxes: np.ndarray, width: int, height: int) -> np.ndarray:
-        """(n,4) xyxy boxes in original pixels -> evaluated-image pixels, clipped to [0, S-1]."""
-        new_w, new_h, top, left = self.geometry(width, height)
-        scale = np.array([new_w / width, new_h / height] * 2, np.float32)
-        shift = np.array([left, top] * 2, np.float32)
-        return np.clip(boxes * scale - shift, 0, self.size - 1).astype(np.float32)
 
     def __call__(self, img: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """(3,H,W) uint8 -> (3,S,S) uint8 and a zero (3,) offset (``generator`` unused)."""

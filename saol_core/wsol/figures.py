@@ -39,8 +39,9 @@ def qualitative_grid(model: SAOLModel, data, thresholds: dict[str, float], n: in
     size = images.shape[-1]
     boxes = {kind: predicted_box(localization_maps(model, images, kind)[0], thresholds[kind], size, eval_size)
              for kind in ("saol", "cam")}
+    ground_truth = data.test_boxes.at(size)
     for i, index in enumerate(indices):
-        for gt in data.test_boxes[index]:
+        for gt in ground_truth[index]:
             _outline(axes[i, 0], gt, "cyan")
         _outline(axes[i, 0], boxes["saol"][i], "lime")
         _outline(axes[i, 4], boxes["saol"][i], "lime")

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .metrics import BoxEvaluator, resize_boxes
+from ..data.boxes import GroundTruthBoxes
+from .metrics import BoxEvaluator
 
 KINDS = ("saol", "attention", "cam", "gradcam")
 TARGETS = ("label", "pred")
@@ -118,7 +118,7 @@ def normalize_maps(maps: Tensor, size: tuple[int, int] = (224, 224)) -> Tensor:
     return torch.where(bad, torch.zeros_like(out), out)
 
 
-def evaluate_localization(model: nn.Module, loader, boxes: Sequence[np.ndarray],
+def evaluate_localization(model: nn.Module, loader, boxes: GroundTruthBoxes,
                           kinds: Sequence[str] = ("saol", "cam", "gradcam"), eval_size: int = 224,
                           cam_step: float = 0.01, threshold: float | None = None,
                           device: torch.device | str = "cpu", max_batches: int | None = None,
@@ -127,8 +127,8 @@ def evaluate_localization(model: nn.Module, loader, boxes: Sequence[np.ndarray],
     """Box localization metrics per map kind (see BoxEvaluator.compute for the keys, in percent).
 
     loader: a saol_core.data Loader (its epoch(0) is used) or any iterable of (images (B,C,H,W)
-    normalized at the model's input size, labels (B,), indices (B,)). boxes[index]: (n, 4) xyxy
-    ground-truth boxes in that input image's pixels, rescaled to eval_size like the reference.
+    normalized at the model's input size, labels (B,), indices (B,)). boxes: the split's ground truth
+    (DataBundle.test_boxes), mapped from original pixels to eval_size in one step like the reference.
     target: 'label' maps the true class (wsolevaluation's GT-known protocol), 'pred' the head's
     prediction; Top-1 Loc is the same either way (it only counts images whose prediction is right).
     top1_cls is the accuracy of the head behind each kind. The model is moved to `device` and run
@@ -138,6 +138,7 @@ def evaluate_localization(model: nn.Module, loader, boxes: Sequence[np.ndarray],
         _check("map kind", kind, KINDS)
     _check("target", target, TARGETS)
     evaluators = {kind: BoxEvaluator(cam_step=cam_step, multi_contour=multi_contour) for kind in kinds}
+    gt_all = boxes.at(eval_size)
     forward_kinds = [k for k in kinds if k != "gradcam"]
     batches = loader.epoch(0) if hasattr(loader, "epoch") else iter(loader)
     total = len(loader) if max_batches is None else min(len(loader), max_batches)
@@ -149,8 +150,7 @@ def evaluate_localization(model: nn.Module, loader, boxes: Sequence[np.ndarray],
             if max_batches is not None and step >= max_batches:
                 break
             images, labels = images.to(device), labels.to(device)
-            in_hw = tuple(images.shape[-2:])
-            gt = [resize_boxes(boxes[i], in_hw, (eval_size, eval_size)) for i in indices.tolist()]
+            gt = [gt_all[i] for i in indices.tolist()]
             tgt = labels if target == "label" else None
             if forward_kinds:
                 with torch.no_grad():
@@ -171,7 +171,7 @@ FACTORS = ("A", "Y_k", "A ⊙ Y_k")
 
 
 @torch.no_grad()
-def factor_results(model: nn.Module, loader, boxes: Sequence[np.ndarray], eval_size: int = 224,
+def factor_results(model: nn.Module, loader, boxes: GroundTruthBoxes, eval_size: int = 224,
                    cam_step: float = 0.01, max_batches: int | None = None) -> dict[str, dict[str, float]]:
     """Which factor of SAOL's class map localizes? Box metrics (``BoxEvaluator.compute``) of the attention
     A alone, the spatial class probability Y_k alone and their product A ⊙ Y_k, k = the ground-truth class
@@ -179,6 +179,7 @@ def factor_results(model: nn.Module, loader, boxes: Sequence[np.ndarray], eval_s
     was_training = model.training
     model.eval()
     evaluators = {name: BoxEvaluator(cam_step=cam_step) for name in FACTORS}
+    gt_all = boxes.at(eval_size)
     try:
         for step, (images, labels, indices) in enumerate(loader.epoch(0) if hasattr(loader, "epoch") else loader):
             if max_batches is not None and step >= max_batches:
@@ -189,7 +190,7 @@ def factor_results(model: nn.Module, loader, boxes: Sequence[np.ndarray], eval_s
             ho, wo = out.log_attention.shape[-2:]
             log_y = out.spatial_log_probs.gather(1, labels.view(-1, 1, 1, 1).expand(-1, 1, ho, wo))[:, 0]
             maps = {"A": out.log_attention.exp(), "Y_k": log_y.exp(), "A ⊙ Y_k": (out.log_attention + log_y).exp()}
-            gt = [resize_boxes(boxes[i], tuple(images.shape[-2:]), (eval_size, eval_size)) for i in indices.tolist()]
+            gt = [gt_all[i] for i in indices.tolist()]
             correct = (out.saol_log_probs.argmax(1) == labels).cpu().numpy()
             for name, m in maps.items():
                 evaluators[name].accumulate(normalize_maps(m, (eval_size, eval_size)).cpu().numpy(), gt, correct)

@@ -1,46 +1,41 @@
-"""Box-based WSOL metrics with the semantics of clovaai/wsolevaluation (Choe et al., CVPR 2020).
+"""Box-based WSOL metrics, equal to clovaai/wsolevaluation's (Choe et al., CVPR 2020) on the same maps.
 
-Pure numpy/scipy: score maps in, accuracies out. The model side lives in `saol_core/wsol.py`.
-
-Protocol, per image and per CAM threshold t in np.arange(0, 1, cam_step):
-  * the score map (H, W) in [0, 1] is quantized like the reference, u = uint8(map * 255), and
-    binarized as u > int(t * max(u));
-  * connected foreground regions are found with 8-connectivity (the connectivity of the outer
-    borders cv2.findContours traces);
-  * the box of a region is xyxy in pixels. With `reference_box_extent=True` (default) it is built
-    like the reference: cv2.boundingRect gives w = max_x - min_x + 1 and the reference stores
-    x1 = x + w, clipped to W - 1, i.e. x1 = min(max_x + 1, W - 1) (same for y). So a predicted box
-    is one pixel larger on the right/bottom unless it touches the border. `False` gives the tight
-    inclusive box [min_x, min_y, max_x, max_y];
-  * an empty binarization yields the box [0, 0, 0, 0] (a 1-pixel box at the origin), as in the
-    reference;
-  * IoU uses inclusive pixels (+1 on widths and heights); an image's IoU at t is the best over its
-    ground-truth boxes (and, for the all-regions variant, over its predicted regions).
+Score maps and boxes in, accuracies out (the model side: ``saol_core.wsol.maps``).
+Protocol, per image and per CAM threshold t in np.arange(0, 1, cam_step), as the reference computes it:
+  * the score map (H, W) in [0, 1] becomes u = uint8(map * 255), binarized as u > int(t * max(u));
+  * regions (``regions="contours"``, the default and the reference's definition): every border
+    ``cv2.findContours(RETR_TREE, CHAIN_APPROX_SIMPLE)`` returns, i.e. the outer border of each
+    8-connected foreground region AND the border of each hole in it; the "largest" is the first one
+    with the largest ``cv2.contourArea`` (the polygon area through the border pixels' centres: near
+    0 for one-pixel-wide lines however long, and exact ties go to the first contour OpenCV lists);
+  * a border's box is cv2.boundingRect's (x, y, w, h) stored as [x, y, min(x + w, W - 1),
+    min(y + h, H - 1)]: one pixel beyond the region on the right/bottom unless clipped;
+  * an empty binarization yields the box [0, 0, 0, 0];
+  * IoU on inclusive pixels (+1 on widths and heights); an image's IoU at t is its best over the
+    ground-truth boxes (and, with all regions, over its boxes).
 MaxBoxAcc: largest region, IoU >= 0.5, best t. MaxBoxAccV2: all regions, mean over IoU thresholds
-(30/50/70 %) of the accuracy at each one's best t.
+(30/50/70 %) of the accuracy at each one's best t. tests/test_wsol_metrics.py checks every per-threshold
+IoU against the reference's own output (tests/data/wsol_reference.json) on holes, lines, ties and real
+CAM maps: the difference is 0.
 
-Deliberate deviations from the reference (documented, not silent):
-  * "largest" = most pixels (ties: first in raster order). The reference ranks contours by
-    cv2.contourArea, the polygon area through the boundary pixel centres, which discounts thin
-    structures; both agree for blob-like maps.
-  * the all-regions variant scores foreground regions only. cv2.RETR_TREE also returns hole
-    borders, whose boxes lie inside the enclosing region's box; they only matter when a hole's box
-    matches a ground-truth box better than every region's box.
-  * NaN score-map values count as 0 (an all-NaN map gives the empty box) instead of raising, so one
-    degenerate map cannot abort a dataset-wide evaluation; values outside [0, 1] still raise.
-  * ground-truth boxes with x1 < x0 or y1 < y0 (or NaN) are invalid and never matched (IoU 0); an
-    image without valid boxes counts as a miss. Zero width/height (x1 == x0) is a valid 1-pixel-wide
-    box under the +1 convention.
+``regions="components"`` is a named variant, not the reference: 8-connected foreground regions only
+(no hole borders), the largest by pixel count (ties: first in raster order), same box extent.
+
+Where the reference would raise, this module is lenient so that one degenerate map cannot abort a
+dataset-wide evaluation: NaN score-map values count as 0 (values outside [0, 1] still raise), and a
+ground-truth box with x1 < x0 or y1 < y0 (or NaN) is never matched (IoU 0).
 """
 from __future__ import annotations
 
 from typing import Sequence
 
+import cv2
 import numpy as np
 from scipy import ndimage
 
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 _EMPTY_BOX = np.zeros((1, 4), dtype=np.int64)
+REGIONS = ("contours", "components")
 _RANGE_TOL = 1e-6  # float rounding of a min-max normalization must not raise
 
 
@@ -71,14 +66,6 @@ def box_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
         return np.where(ok, inter / np.where(ok, union, 1.0), 0.0)
 
 
-def resize_boxes(boxes: np.ndarray, from_hw: tuple[int, int], to_hw: tuple[int, int]) -> np.ndarray:
-    """Rescale xyxy boxes (n, 4) from an image of size from_hw to to_hw, truncating toward zero
-    like the reference's resize_bbox (int(x * new_w / w)). Returns float64 (n, 4); NaN stays NaN."""
-    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    (fh, fw), (th, tw) = from_hw, to_hw
-    return np.trunc(b * np.array([tw / fw, th / fh, tw / fw, th / fh]))
-
-
 def _quantize(scoremap: np.ndarray) -> np.ndarray:
     """(H, W) float in [0, 1] -> uint8 like the reference; NaN -> 0 (see module docstring)."""
     m = np.asarray(scoremap, dtype=np.float64)
@@ -91,41 +78,52 @@ def _quantize(scoremap: np.ndarray) -> np.ndarray:
     return (np.clip(m, 0.0, 1.0) * 255).astype(np.uint8)
 
 
-def region_boxes(scoremap: np.ndarray, thresholds: np.ndarray, *, reference_box_extent: bool = True
+def _contour_boxes(binary: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The reference's boxes of a non-empty uint8 0/255 mask: (all (M, 4), largest (4,))."""
+    h, w = binary.shape
+    contours = cv2.findContours(binary, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0]
+    largest = max(range(len(contours)), key=lambda i: cv2.contourArea(contours[i]))
+    found = np.array([cv2.boundingRect(c) for c in contours], dtype=np.int64)   # x, y, w, h
+    found[:, 2] = np.minimum(found[:, 0] + found[:, 2], w - 1)
+    found[:, 3] = np.minimum(found[:, 1] + found[:, 3], h - 1)
+    return found, found[largest]
+
+
+def _component_boxes(binary: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The "components" variant's boxes of a non-empty mask: (all (M, 4), largest (4,))."""
+    h, w = binary.shape
+    labels, _ = ndimage.label(binary > 0, structure=_EIGHT_CONNECTED)
+    sizes = np.bincount(labels.ravel())[1:]
+    found = np.array([[s[1].start, s[0].start, min(s[1].stop, w - 1), min(s[0].stop, h - 1)]
+                      for s in ndimage.find_objects(labels)], dtype=np.int64)
+    return found, found[int(np.argmax(sizes))]
+
+
+def region_boxes(scoremap: np.ndarray, thresholds: np.ndarray, *, regions: str = "contours"
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Boxes of the connected regions of a score map at every threshold.
+    """Boxes of a score map's regions at every threshold (module docstring: ``regions``).
 
     Args: scoremap (H, W) in [0, 1]; thresholds (T,) in [0, 1).
     Returns: largest (T, 4) int64 box of the largest region per threshold; boxes (M, 4) int64 of all
     regions; owner (M,) the threshold index of each of them, ascending, every threshold owning at
     least one box (the empty binarization owns [0, 0, 0, 0]).
     """
+    if regions not in REGIONS:
+        raise ValueError(f"regions={regions!r}; choose one of {REGIONS}")
+    boxes_of = _contour_boxes if regions == "contours" else _component_boxes
     u = _quantize(scoremap)
-    h, w = u.shape
     thresholds = np.asarray(thresholds, dtype=np.float64)
     # int(t * max) of the reference: same float64 product, truncation == floor for t >= 0
     levels = np.floor(thresholds * float(u.max())).astype(np.int64)
     # masks at increasing levels are nested, so an equal pixel count means an identical mask:
-    # label each distinct mask once (cheap counting via the 256-bin histogram)
+    # find each distinct mask's regions once (cheap counting via the 256-bin histogram)
     at_least = np.append(np.bincount(u.ravel(), minlength=256)[::-1].cumsum()[::-1], 0)
     n_above = at_least[levels + 1]
     cache: dict[int, tuple[np.ndarray, np.ndarray]] = {0: (_EMPTY_BOX, _EMPTY_BOX[0])}
-    row_max, col_max = u.max(1), u.max(0)
     largest, boxes, owner = [], [], []
     for t, (level, n) in enumerate(zip(levels, n_above)):
         if n not in cache:
-            # label only the crop spanned by the foreground: much smaller at high thresholds
-            rows, cols = np.flatnonzero(row_max > level), np.flatnonzero(col_max > level)
-            y0, x0 = rows[0], cols[0]
-            crop = u[y0:rows[-1] + 1, x0:cols[-1] + 1] > level
-            labels, _ = ndimage.label(crop, structure=_EIGHT_CONNECTED)
-            sizes = np.bincount(labels.ravel())[1:]
-            found = np.array([[x0 + s[1].start, y0 + s[0].start, x0 + s[1].stop - 1, y0 + s[0].stop - 1]
-                              for s in ndimage.find_objects(labels)], dtype=np.int64)
-            if reference_box_extent:
-                found[:, 2] = np.minimum(found[:, 2] + 1, w - 1)
-                found[:, 3] = np.minimum(found[:, 3] + 1, h - 1)
-            cache[n] = (found, found[int(np.argmax(sizes))])
+            cache[n] = boxes_of(cv2.threshold(u, int(level), 255, cv2.THRESH_BINARY)[1])
         found, big = cache[n]
         largest.append(big)
         boxes.append(found)
@@ -134,12 +132,12 @@ def region_boxes(scoremap: np.ndarray, thresholds: np.ndarray, *, reference_box_
 
 
 def scoremap_ious(scoremap: np.ndarray, gt_boxes: np.ndarray, thresholds: np.ndarray, *,
-                  reference_box_extent: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                  regions: str = "contours") -> tuple[np.ndarray, np.ndarray]:
     """Best IoU against the ground-truth boxes (n, 4) at each threshold.
 
     Returns (largest (T,), all (T,)): with the largest region's box, and best over all regions.
     """
-    largest, boxes, owner = region_boxes(scoremap, thresholds, reference_box_extent=reference_box_extent)
+    largest, boxes, owner = region_boxes(scoremap, thresholds, regions=regions)
     gt = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4)
     if len(gt) == 0:
         zero = np.zeros(len(largest))
@@ -155,17 +153,20 @@ class BoxEvaluator:
 
     iou_thresholds: in percent, used for MaxBoxAccV2 (all regions). MaxBoxAcc always uses IoU 50
     with the largest region. multi_contour picks the box set (False: largest region, the SAOL
-    paper's protocol; True: all regions) for GT-known Loc and Top-1 Loc.
+    paper's protocol; True: all regions) for GT-known Loc and Top-1 Loc. regions: "contours" (the
+    reference) or "components" (module docstring).
     """
 
     def __init__(self, iou_thresholds: Sequence[int] = (30, 50, 70), cam_step: float = 0.01,
-                 multi_contour: bool = False, reference_box_extent: bool = True):
+                 multi_contour: bool = False, regions: str = "contours"):
         if not iou_thresholds or any(not 0 < i <= 100 for i in iou_thresholds):
             raise ValueError(f"iou_thresholds must be percentages in (0, 100], got {iou_thresholds}")
         self.iou_thresholds = tuple(int(i) for i in iou_thresholds)
         self.thresholds = threshold_grid(cam_step)
         self.multi_contour = multi_contour
-        self.reference_box_extent = reference_box_extent
+        if regions not in REGIONS:
+            raise ValueError(f"regions={regions!r}; choose one of {REGIONS}")
+        self.regions = regions
         self._ious = sorted(set(self.iou_thresholds) | {50})
         n_t = len(self.thresholds)
         # hits[mode][i, t]: images whose best IoU at CAM threshold t reaches self._ious[i]
@@ -185,8 +186,7 @@ class BoxEvaluator:
                              f"{len(gt_boxes_list)} box sets, {len(pred_correct)} predictions")
         cut = np.array(self._ious)[:, None] / 100.0
         for scoremap, gt, correct in zip(scoremaps, gt_boxes_list, pred_correct):
-            ious = scoremap_ious(scoremap, gt, self.thresholds,
-                                 reference_box_extent=self.reference_box_extent)
+            ious = scoremap_ious(scoremap, gt, self.thresholds, regions=self.regions)
             for mode, iou in zip(("largest", "all"), ious):
                 hit = iou[None, :] >= cut
                 self._hits[mode] += hit
@@ -200,12 +200,12 @@ class BoxEvaluator:
         'top1_loc' (for the multi_contour box set)."""
         if self.num_images == 0:
             raise RuntimeError("BoxEvaluator.compute() before any accumulate()")
-        scale = 100.0 / self.num_images
+        n = float(self.num_images)   # hits * 100 / n in the reference's order of operations
         out = {"thresholds": self.thresholds.copy()}
         for mode, hits in self._hits.items():
             for i, row in zip(self._ious, hits):
-                out[f"{mode}_iou{i}"] = row * scale
-        out["top1_loc"] = self._top1_hits[self._mode] * scale
+                out[f"{mode}_iou{i}"] = row * 100.0 / n
+        out["top1_loc"] = self._top1_hits[self._mode] * 100.0 / n
         return out
 
     @property

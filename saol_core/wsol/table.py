@@ -16,7 +16,8 @@ from ..macs import build_meta, count_macs
 from ..model import SAOLModel
 from ..runs import RunFolder
 from ..train import load_run, train
-from .metrics import BoxEvaluator, resize_boxes
+from ..data.boxes import GroundTruthBoxes
+from .metrics import BoxEvaluator
 
 METHODS = {"saol": "SAOL (A⊙Y_k)", "cam": "CAM", "gradcam": "Grad-CAM", "center": "centre Gaussian (no model)"}
 """Map kinds of saol_core.wsol (and the no-model baseline) in the table's row order, with row labels."""
@@ -76,7 +77,7 @@ def method_gmacs(model_cfg: ModelConfig, num_classes: int, image_size: int) -> d
     return {"saol": gmacs("saol"), "cam": gap, "gradcam": gap}
 
 
-def center_baseline(loader, boxes: Sequence[np.ndarray], eval_size: int = 224, cam_step: float = 0.01,
+def center_baseline(loader, boxes: GroundTruthBoxes, eval_size: int = 224, cam_step: float = 0.01,
                     threshold: float | None = None, max_batches: int | None = None) -> dict[str, float]:
     """The no-model baseline of wsolevaluation (Choe et al. 2020): the same centred Gaussian score map
     (sigma = eval_size / 4) for every image of ``loader`` (as evaluate_localization walks it), so the
@@ -86,10 +87,11 @@ def center_baseline(loader, boxes: Sequence[np.ndarray], eval_size: int = 224, c
     gauss = np.exp(-(grid[:, None] ** 2 + grid[None, :] ** 2) / (2 * (eval_size / 4) ** 2))
     gauss = (gauss - gauss.min()) / (gauss.max() - gauss.min())
     evaluator = BoxEvaluator(cam_step=cam_step)
+    gt_all = boxes.at(eval_size)
     for step, (images, _, indices) in enumerate(loader.epoch(0)):
         if max_batches is not None and step >= max_batches:
             break
-        gt = [resize_boxes(boxes[i], tuple(images.shape[-2:]), (eval_size, eval_size)) for i in indices.tolist()]
+        gt = [gt_all[i] for i in indices.tolist()]
         evaluator.accumulate(np.broadcast_to(gauss, (len(gt), eval_size, eval_size)), gt, np.zeros(len(gt), bool))
     return evaluator.compute(threshold)
 
