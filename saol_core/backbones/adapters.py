@@ -167,17 +167,18 @@ class TorchvisionAdapter(Backbone):
 
 
 class TimmAdapter(Backbone):
-    """``timm.create_model(name, features_only=True)`` (no download); channels and strides come
-    from timm's ``feature_info``. timm is optional: without it this raises ImportError."""
+    """``timm.create_model(name, features_only=True)``, with timm's ImageNet weights (downloaded) when
+    ``pretrained``; channels and strides come from timm's ``feature_info``. timm is optional: without
+    it this raises ImportError."""
 
-    def __init__(self, name: str, in_channels: int = 3, output_stride: int | None = None):
+    def __init__(self, name: str, in_channels: int = 3, output_stride: int | None = None, pretrained: bool = False):
         super().__init__()
         try:
             import timm
         except ImportError:
             raise ImportError(f"backbone 'timm:{name}' needs the optional timm package, which is not installed: "
                               "pip install timm") from None
-        kwargs = {"features_only": True, "pretrained": False, "in_chans": in_channels}
+        kwargs = {"features_only": True, "pretrained": pretrained, "in_chans": in_channels}
         if output_stride is not None:
             kwargs["output_stride"] = output_stride
         try:
@@ -185,7 +186,13 @@ class TimmAdapter(Backbone):
         except RuntimeError as e:
             if "Unknown model" in str(e):
                 raise ConfigError(f"unknown timm model {name!r} in 'timm:{name}' (see timm.list_models())") from None
+            if pretrained:
+                raise ConfigError(f"could not get timm's weights for {name!r} ({e}); offline, pass "
+                                  "model.pretrained=<local weights file>") from None
             raise
+        except OSError as e:
+            raise ConfigError(f"could not download timm's weights for {name!r} ({e}); offline, pass "
+                              "model.pretrained=<local weights file>") from None
         channels, strides = self.body.feature_info.channels(), self.body.feature_info.reduction()
         self.keep = [i for i, s in enumerate(strides) if s >= _MIN_STRIDE] or list(range(len(strides)))
         self.stage_channels = [channels[i] for i in self.keep]

@@ -1,5 +1,5 @@
 """What every backbone shares: the ``Backbone`` interface, the papers' weight init, the
-``output_stride`` rule and loading a local checkpoint (never a download)."""
+``output_stride`` rule and loading weights by name."""
 from __future__ import annotations
 
 import warnings
@@ -82,19 +82,24 @@ def _normalize(key: str) -> str:
 
 
 def load_pretrained(model: nn.Module, path: str | Path) -> dict[str, list[str]]:
-    """Load a local checkpoint (torchvision / timm / this project's naming) into ``model``, non-strictly.
+    """Load a local checkpoint (torchvision / timm / this project's naming) into ``model``, non-strictly
+    (:func:`load_state`). Raises ConfigError when the file is absent."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"pretrained weights file not found: {path} (pass a local torchvision/timm state dict, "
+                          "or model.pretrained=imagenet for the library's own weights)")
+    return load_state(model, _unwrap(torch.load(path, map_location="cpu", weights_only=True)), str(path))
+
+
+def load_state(model: nn.Module, source: dict[str, Tensor], what: str) -> dict[str, list[str]]:
+    """Load the tensors of ``source`` (named ``what`` in messages) into ``model``, non-strictly.
 
     Keys are matched after stripping wrapper prefixes on both sides (DDP's "module.", a SAOLModel's
     "backbone.", an adapter's "body.", ...); tensors whose shape differs (e.g. a stem conv
     rebuilt for other ``in_channels``) are skipped. Returns {"loaded", "missing", "unexpected",
     "mismatched"} key lists and warns when anything is missing or mismatched. Raises ConfigError
-    when the file is absent or not a single key matches (wrong file or wrong backbone).
+    when not a single key matches (wrong file or wrong backbone).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"pretrained weights file not found: {path} (weights are never downloaded; "
-                          "pass a local torchvision/timm state dict)")
-    source = _unwrap(torch.load(path, map_location="cpu", weights_only=True))
     targets = model.state_dict()
     by_name = {_normalize(k): k for k in targets}
     matched: dict[str, Tensor] = {}
@@ -108,13 +113,13 @@ def load_pretrained(model: nn.Module, path: str | Path) -> dict[str, list[str]]:
         else:
             matched[target] = value
     if not matched:
-        raise ConfigError(f"pretrained weights {path}: none of its {len(source)} tensors match the backbone "
+        raise ConfigError(f"pretrained weights {what}: none of its {len(source)} tensors match the backbone "
                           f"(checkpoint keys e.g. {list(source)[:3]}, backbone keys e.g. {list(targets)[:3]})")
     model.load_state_dict(matched, strict=False)
     # Old checkpoints lack BN's step counter; it has no effect on the forward pass.
     missing = [k for k in targets if k not in matched and not k.endswith("num_batches_tracked")]
     if missing or mismatched:
-        warnings.warn(f"pretrained weights {path}: loaded {len(matched)} tensors; {len(missing)} backbone "
+        warnings.warn(f"pretrained weights {what}: loaded {len(matched)} tensors; {len(missing)} backbone "
                       f"tensors keep their init (e.g. {missing[:3]}); shape mismatches: {mismatched[:3]}",
                       stacklevel=2)
     return {"loaded": sorted(matched), "missing": missing, "unexpected": unexpected, "mismatched": mismatched}

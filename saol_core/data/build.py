@@ -10,7 +10,8 @@ Which loader:
   direct resize to S x S for the localization datasets cub/wsol (wsolevaluation's protocol, boxes
   scaled with the image), resize to S/0.875 + center crop S for imagenet/folder (the paper's ImageNet
   eval; boxes scaled, shifted and clipped).
-Normalization: CutMix's CIFAR constants; ImageNet constants for streamed sets; otherwise the exact
+Normalization: ``data.mean``/``data.std`` when set (a pretrained backbone's own, filled in by
+make_config); else CutMix's CIFAR constants; ImageNet constants for streamed sets; otherwise the exact
 per-channel mean/std of the (resident, decoded) train split.
 """
 from __future__ import annotations
@@ -61,6 +62,7 @@ def _resident_bundle(cfg: DataConfig, train: tuple[np.ndarray, np.ndarray], test
                      device, rank, world_size, eval_batch_size) -> DataBundle:
     """Device loaders over (images (N,H,W,C) uint8, labels (N,)) arrays of both splits."""
     pad = cfg.image_size // 8 if cfg.augment else 0
+    mean, std = cfg.mean or mean, cfg.std or std
     shared = dict(mean=mean, std=std, seed=seed, device=device, rank=rank, world_size=world_size)
     train_loader = DeviceLoader(torch.from_numpy(train[0]), torch.from_numpy(train[1]), batch_size=batch_size,
                                 train=True, pad=pad, flip=flip and cfg.augment, **shared)
@@ -165,11 +167,12 @@ def _files(cfg: DataConfig, **common) -> DataBundle:
 
     # streamed images are decoded mid-epoch: check every header now (_original_sizes read the test split's)
     _headers(layout.train.paths + (layout.test.paths if boxes is None else []))
-    shared = dict(mean=IMAGENET_MEAN, std=IMAGENET_STD, seed=common["seed"], device=common["device"],
+    mean, std = cfg.mean or IMAGENET_MEAN, cfg.std or IMAGENET_STD
+    shared = dict(mean=mean, std=std, seed=common["seed"], device=common["device"],
                   rank=common["rank"], world_size=common["world_size"], workers=cfg.workers)
     train_tf = TrainTransform(S, jitter=cfg.dataset == "imagenet") if cfg.augment else eval_geometry
     train_loader = StreamLoader(layout.train, train_tf, batch_size=common["batch_size"], train=True, **shared)
     test_loader = StreamLoader(layout.test, eval_geometry, batch_size=common["eval_batch_size"], train=False, **shared)
     _check_batches(train_loader, common["batch_size"], common["world_size"])
     return DataBundle(train_loader, test_loader, len(layout.class_names), layout.class_names, S,
-                      IMAGENET_MEAN, IMAGENET_STD, boxes)
+                      tuple(mean), tuple(std), boxes)
