@@ -81,6 +81,9 @@ class DataConfig:
     """Keep the whole set on the device as uint8; None = yes for images <= 64 px."""
     cache_dir: str = ".cache/saol"
     """Where archives are unpacked once."""
+    train_crop: Optional[int] = None
+    """Streamed (large-image) datasets: side of the training RandomResizedCrop when it differs from
+    ``image_size`` (e.g. fine-tuning at 160 px, evaluating at 224); None = image_size."""
     mean: Optional[list[float]] = None
     """Per-channel input normalization; None = the backbone's own (BACKBONE_INPUTS, filled in by
     make_config) or else the dataset's default (build_data)."""
@@ -165,6 +168,28 @@ class TrainConfig:
 
 
 @dataclass
+class WsolConfig:
+    """Localization scored after training (paper Sec. 4.2, Table 7 protocol of saol_core.wsol), written
+    into the run's summary as ``<kind>_<metric>`` (e.g. ``saol_top1_loc``, ``cam_max_box_acc_v2``)."""
+    enabled: bool = False
+    kinds: list[Literal["saol", "attention", "spatial", "cam", "gradcam"]] = field(
+        default_factory=lambda: ["saol", "cam"])
+    """Map kinds (saol_core.wsol.KINDS) to score; those the model's heads cannot give are skipped."""
+    factors: bool = True
+    """Also score SAOL's factors A (``attention_*``) and Y_k (``spatial_*``) of the ground-truth class."""
+    center: bool = True
+    """Also score the centre-Gaussian no-model baseline (``center_*``)."""
+    eval_size: int = 224
+    """Side of the score maps and of the boxes they are compared with."""
+    cam_step: float = 0.01
+    """Step of the score-map threshold grid."""
+    select_per_class: int = 10
+    """Test images per class (seeded, the same for every run) that choose each method's threshold and are
+    then left out of its scores; 0 = choose on the scored images themselves (best-on-test)."""
+    select_seed: int = 0
+
+
+@dataclass
 class ExperimentConfig:
     name: str = "default"
     seed: int = 0
@@ -177,6 +202,7 @@ class ExperimentConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    wsol: WsolConfig = field(default_factory=WsolConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -201,6 +227,9 @@ class ExperimentConfig:
              "train.eval_batches must be >= 1, or null for the whole test set"),
             (self.data.train_size >= 1 and self.data.test_size >= 1, "data.train_size and data.test_size must be >= 1"),
             (self.data.image_size >= 8, "data.image_size must be >= 8"),
+            (self.data.train_crop is None or self.data.train_crop >= 8, "data.train_crop must be >= 8, or null"),
+            (self.wsol.eval_size >= 8 and 0 < self.wsol.cam_step < 1 and self.wsol.select_per_class >= 0,
+             "wsol.eval_size must be >= 8, wsol.cam_step in (0, 1), wsol.select_per_class >= 0"),
             ((self.data.mean is None) == (self.data.std is None)
              and (self.data.std is None or (len(self.data.mean) == len(self.data.std) and min(self.data.std) > 0)),
              "data.mean and data.std must be given together, one value per channel, std > 0"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import json
 import platform
@@ -67,9 +68,9 @@ def count_macs(model: nn.Module, input_size: int | Sequence[int], in_channels: i
 
 
 def build_meta(cfg: ModelConfig, num_classes: int) -> nn.Module:
-    """``build_model`` on the meta device (shapes only: no memory, no init cost)."""
+    """``build_model`` on the meta device (shapes only: no memory, no init cost, no pretrained weights)."""
     with torch.device("meta"):
-        return build_model(cfg, num_classes)
+        return build_model(dataclasses.replace(cfg, pretrained=None), num_classes)
 
 
 @dataclass

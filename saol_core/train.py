@@ -108,6 +108,10 @@ def train(cfg: ExperimentConfig, *, resume: bool = True) -> dict:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(cfg.train.deterministic, warn_only=True)
     torch.backends.cudnn.benchmark = not cfg.train.deterministic
+    if cfg.wsol.enabled and world > 1:
+        raise ConfigError("wsol.enabled=true scores the whole test split in one process: run without torchrun, "
+                          "or train with wsol.enabled=false and score the run folder with "
+                          "notebooks/10_localization.ipynb (RUN_DIR=<run folder>)")
     if cfg.train.batch_size % world:
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} must divide by {world} processes")
 
@@ -214,8 +218,13 @@ def _loop(cfg: ExperimentConfig, run: RunFolder, data, model: SAOLModel, device:
         if world > 1:
             dist.barrier()
 
+    final = dict(state["last_eval"])
+    if cfg.wsol.enabled and rank == 0:   # scored once, in fp32, on the whole test split
+        from .wsol.record import localization_record   # saol_core.wsol's table imports this module
+        print(f"[saol] {cfg.name} scoring localization (wsol) on the test split", flush=True)
+        final.update(localization_record(model, data, cfg.wsol, cfg.model, device))
     summary = {"name": cfg.name, "seed": cfg.seed, "finished": True, "epochs": cfg.train.epochs,
-               "final": state["last_eval"], "best": state["best"], "best_epoch": state["best_epoch"],
+               "final": final, "best": state["best"], "best_epoch": state["best_epoch"],
                "wall_time_s": state["wall_time_s"],
                "images_per_s": state["images"] / max(state["train_time_s"], 1e-9),
                "device": str(device), "world_size": world, **step_fn.resolved(),

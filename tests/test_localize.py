@@ -42,7 +42,8 @@ def test_method_gmacs_recounted_by_hand(output_stride):
     saol = (backbone + conv(64, mid, 3, hw) + conv(mid, 1, 1, hw)             # attention branch
             + conv(16 + 32 + 64, mid, 3, hw) + conv(3 * mid, k, 1, hw))       # 3 taps, classifier
     got = wsol.method_gmacs(cfg, k, size)   # mask head and pretrained file play no part
-    assert got == {"saol": pytest.approx(saol / 1e9, abs=0), "cam": pytest.approx(gap / 1e9, abs=0),
+    same = pytest.approx(saol / 1e9, abs=0)
+    assert got == {"saol": same, "attention": same, "spatial": same, "cam": pytest.approx(gap / 1e9, abs=0),
                    "gradcam": pytest.approx(gap / 1e9, abs=0)}
 
 

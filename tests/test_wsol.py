@@ -100,7 +100,7 @@ def test_missing_head_and_bad_kind(toy):
     model.forward = lambda images: no_saol
     with pytest.raises(ValueError, match="SAOL"):
         localization_maps(model, x, "saol")
-    with pytest.raises(ValueError, match="valid: saol, attention, cam, gradcam"):
+    with pytest.raises(ValueError, match="valid: saol, attention, spatial, cam, gradcam"):
         localization_maps(model, x, "gradient")
 
 

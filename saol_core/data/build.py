@@ -6,7 +6,7 @@ Which loader:
   S//8 + horizontal flip (no flip for digits: a mirrored digit is not a digit). File datasets are
   decoded once, resized directly to S x S if needed, and cached as .npy under ``data.cache_dir``.
 * large images (cub, imagenet, wsol, big folders): DataLoader workers (StreamLoader); train aug =
-  RandomResizedCrop(S) + flip (+ ColorJitter 0.4 and PCA lighting 0.1 for imagenet); eval geometry =
+  RandomResizedCrop(S, or data.train_crop) + flip (+ ColorJitter 0.4 and PCA lighting 0.1 for imagenet); eval geometry =
   direct resize to S x S for the localization datasets cub/wsol (wsolevaluation's protocol, boxes
   scaled with the image), resize to S/0.875 + center crop S for imagenet/folder (the paper's ImageNet
   eval; boxes scaled, shifted and clipped).
@@ -47,6 +47,9 @@ def build_data(cfg: DataConfig, *, seed: int, batch_size: int, device: torch.dev
     """
     common = dict(seed=seed, batch_size=batch_size, device=torch.device(device), rank=rank,
                   world_size=world_size, eval_batch_size=eval_batch_size or batch_size)
+    if cfg.train_crop is not None and cfg.dataset in ("digits", "cifar10", "cifar100"):
+        raise ConfigError(f"data.train_crop is for streamed large-image datasets; {cfg.dataset} trains at "
+                          f"data.image_size: remove data.train_crop")
     if cfg.dataset == "digits":
         return _digits(cfg, **common)
     if cfg.dataset in ("cifar10", "cifar100"):
@@ -152,6 +155,9 @@ def _files(cfg: DataConfig, **common) -> DataBundle:
                                  None if eval_geometry.mode == "direct" else S)
 
     if resident:
+        if cfg.train_crop is not None:
+            raise ConfigError("data.train_crop is for streamed images; device-resident data train at "
+                              "data.image_size: remove data.train_crop or set data.device_resident=false")
         tag = f"{cfg.dataset}-{root.name}"
         decoded, errors = {}, []
         for split in ("train", "test"):  # both splits before reporting, so every bad file is named at once
@@ -170,7 +176,11 @@ def _files(cfg: DataConfig, **common) -> DataBundle:
     mean, std = cfg.mean or IMAGENET_MEAN, cfg.std or IMAGENET_STD
     shared = dict(mean=mean, std=std, seed=common["seed"], device=common["device"],
                   rank=common["rank"], world_size=common["world_size"], workers=cfg.workers)
-    train_tf = TrainTransform(S, jitter=cfg.dataset == "imagenet") if cfg.augment else eval_geometry
+    crop = cfg.train_crop or S
+    if cfg.augment:
+        train_tf = TrainTransform(crop, jitter=cfg.dataset == "imagenet")
+    else:
+        train_tf = eval_geometry if crop == S else EvalTransform(crop, eval_geometry.mode)
     train_loader = StreamLoader(layout.train, train_tf, batch_size=common["batch_size"], train=True, **shared)
     test_loader = StreamLoader(layout.test, eval_geometry, batch_size=common["eval_batch_size"], train=False, **shared)
     _check_batches(train_loader, common["batch_size"], common["world_size"])

@@ -94,10 +94,11 @@ def _cell(part, ours: bool, ref: str = "paper") -> str:
     the reference's numbers (with their delta for the first reference) otherwise."""
     first = part.iloc[0]
     key = "paper" if ours else f"paper:{ref}"
-    if ours and first["n"] == 0 or not ours and all(_missing(p) for p in part[key]):
+    if ours and (part["n"] == 0).all() or not ours and all(_missing(p) for p in part[key]):
         return "—"
     if ours:
         text = " / ".join(_num(m) + ("" if _missing(s) else f" ± {s:.2f}") for m, s in zip(part["mean"], part["std"]))
+        first = part[part["n"] > 0].iloc[0]
     else:
         text = " / ".join(_num(p) for p in part[key])
     delta = first["delta"] if ours else first["paper_delta"] if part[key].equals(part["paper"]) else None

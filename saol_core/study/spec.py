@@ -241,7 +241,7 @@ def row_seeds(study: Study, row: Row) -> list[int]:
 
 def expand(study: Study, extra: list[str] | None = None, only: list[str] | None = None) -> list[Run]:
     """The study's runs in table order (row, variant, seed), filtered by ``only`` glob patterns."""
-    sections = ("data", "model", "loss", "optim", "train")
+    sections = ("data", "model", "loss", "optim", "train", "wsol")
     overlay = _sections(study.overlay, sections) if study.overlay else {}
     cli = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in extra or [])}
     runs = []

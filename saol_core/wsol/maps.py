@@ -4,6 +4,7 @@ their dataset-level box evaluation (box metrics: ``saol_core.wsol.metrics``).
 Map kinds (raw maps at the head's resolution, (B, h, w)):
   saol       A ⊙ Y_k, the SAOL class-wise map: exp(log A + log Y_k). One forward pass, no backward.
   attention  A, the class-agnostic spatial attention.
+  spatial    Y_k, SAOL's spatial class probability alone (A ⊙ Y_k without A).
   cam        CAM (Zhou et al. 2016): Σ_c w_kc X^L_c with the GAP-FC weights (no bias, no ReLU, as in
              wsolevaluation; min-max normalization makes both irrelevant to the boxes).
   gradcam    Grad-CAM (Selvaraju et al. 2017): ReLU(Σ_c α_c X^L_c), α_c = mean_ij ∂logit_k/∂X^L_cij of
@@ -16,15 +17,16 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..data.boxes import GroundTruthBoxes
-from .metrics import BoxEvaluator
+from .metrics import SelectedThresholdEvaluator
 
-KINDS = ("saol", "attention", "cam", "gradcam")
+KINDS = ("saol", "attention", "spatial", "cam", "gradcam")
 TARGETS = ("label", "pred")
 
 
@@ -40,15 +42,15 @@ def _head_missing(kind: str, head: str) -> ValueError:
 @torch.no_grad()
 def maps_from_output(model: nn.Module, out, kind: str, target: Tensor | None = None
                      ) -> tuple[Tensor, Tensor]:
-    """Forward-only maps ('saol', 'attention', 'cam') from an existing ModelOutput.
+    """Forward-only maps ('saol', 'attention', 'spatial', 'cam') from an existing ModelOutput.
 
     Args: out: ModelOutput of `model` (log_attention (B,Ho,Wo), spatial_log_probs (B,K,Ho,Wo),
     saol_log_probs (B,K), gap_logits (B,K), features (B,C,H,W)); target (B,) classes or None for the
     head's prediction. Returns (maps (B,h,w) float32 without grad, predicted classes (B,) of the
-    head used: SAOL head for saol/attention, GAP-FC head for cam).
+    head used: SAOL head for saol/attention/spatial, GAP-FC head for cam).
     """
-    _check("map kind", kind, KINDS[:3])
-    if kind in ("saol", "attention"):
+    _check("map kind", kind, KINDS[:4])
+    if kind in ("saol", "attention", "spatial"):
         if out.saol_log_probs is None or out.log_attention is None or out.spatial_log_probs is None:
             raise _head_missing(kind, "SAOL")
         pred = out.saol_log_probs.argmax(1)
@@ -57,6 +59,8 @@ def maps_from_output(model: nn.Module, out, kind: str, target: Tensor | None = N
         k = pred if target is None else target
         ho, wo = out.log_attention.shape[-2:]
         log_y = out.spatial_log_probs.gather(1, k.view(-1, 1, 1, 1).expand(-1, 1, ho, wo)).squeeze(1)
+        if kind == "spatial":
+            return log_y.float().exp(), pred
         # add in log space: A and Y_k are both small after softmaxes, their product can underflow bf16
         return (out.log_attention.float() + log_y.float()).exp(), pred
     if out.gap_logits is None or getattr(model, "gap", None) is None:
@@ -89,9 +93,9 @@ def localization_maps(model: nn.Module, images: Tensor, kind: str, target: Tenso
                       ) -> tuple[Tensor, Tensor]:
     """Raw localization maps of `images` (B, C, H, W).
 
-    kind: 'saol' | 'attention' | 'cam' | 'gradcam'; target (B,) int64 class per image, None for the
+    kind: one of KINDS; target (B,) int64 class per image, None for the
     predicted class. Returns (maps (B, h, w) float32 detached, predicted classes (B,) of the head used:
-    SAOL head for saol/attention, GAP-FC head for cam/gradcam). Put the model in eval() first.
+    SAOL head for saol/attention/spatial, GAP-FC head for cam/gradcam). Put the model in eval() first.
     """
     _check("map kind", kind, KINDS)
     if kind == "gradcam":
@@ -118,12 +122,19 @@ def normalize_maps(maps: Tensor, size: tuple[int, int] = (224, 224)) -> Tensor:
     return torch.where(bad, torch.zeros_like(out), out)
 
 
+def available_kinds(model: nn.Module, kinds: Sequence[str]) -> list[str]:
+    """The map kinds of ``kinds`` that ``model``'s heads can give (SAOL head: saol, attention, spatial;
+    GAP-FC head: cam, gradcam)."""
+    has = {"saol": getattr(model, "saol", None) is not None, "gap": getattr(model, "gap", None) is not None}
+    return [k for k in kinds if has["gap" if k in ("cam", "gradcam") else "saol"]]
+
+
 def evaluate_localization(model: nn.Module, loader, boxes: GroundTruthBoxes,
                           kinds: Sequence[str] = ("saol", "cam", "gradcam"), eval_size: int = 224,
                           cam_step: float = 0.01, threshold: float | None = None,
                           device: torch.device | str = "cpu", max_batches: int | None = None,
-                          target: str = "label", multi_contour: bool = False, progress: bool = True
-                          ) -> dict[str, dict[str, float]]:
+                          target: str = "label", multi_contour: bool = False, progress: bool = True,
+                          select: np.ndarray | None = None) -> dict[str, dict[str, float]]:
     """Box localization metrics per map kind (see BoxEvaluator.compute for the keys, in percent).
 
     loader: a saol_core.data Loader (its epoch(0) is used) or any iterable of (images (B,C,H,W)
@@ -131,13 +142,16 @@ def evaluate_localization(model: nn.Module, loader, boxes: GroundTruthBoxes,
     (DataBundle.test_boxes), mapped from original pixels to eval_size in one step like the reference.
     target: 'label' maps the true class (wsolevaluation's GT-known protocol), 'pred' the head's
     prediction; Top-1 Loc is the same either way (it only counts images whose prediction is right).
-    top1_cls is the accuracy of the head behind each kind. The model is moved to `device` and run
-    in eval mode (its train/eval mode is restored afterwards).
+    top1_cls is the accuracy of the head behind each kind. select: (N,) bool by dataset index, the
+    images that choose each kind's threshold and are left out of its scores
+    (SelectedThresholdEvaluator; ``threshold``, if given, overrides the choice). The model is moved
+    to `device` and run in eval mode (its train/eval mode is restored afterwards).
     """
     for kind in kinds:
         _check("map kind", kind, KINDS)
     _check("target", target, TARGETS)
-    evaluators = {kind: BoxEvaluator(cam_step=cam_step, multi_contour=multi_contour) for kind in kinds}
+    evaluators = {kind: SelectedThresholdEvaluator(select, cam_step=cam_step, multi_contour=multi_contour)
+                  for kind in kinds}
     gt_all = boxes.at(eval_size)
     forward_kinds = [k for k in kinds if k != "gradcam"]
     batches = loader.epoch(0) if hasattr(loader, "epoch") else iter(loader)
@@ -150,6 +164,7 @@ def evaluate_localization(model: nn.Module, loader, boxes: GroundTruthBoxes,
             if max_batches is not None and step >= max_batches:
                 break
             images, labels = images.to(device), labels.to(device)
+            indices = indices.cpu().numpy()
             gt = [gt_all[i] for i in indices.tolist()]
             tgt = labels if target == "label" else None
             if forward_kinds:
@@ -161,39 +176,30 @@ def evaluate_localization(model: nn.Module, loader, boxes: GroundTruthBoxes,
                 else:
                     maps, pred = maps_from_output(model, out, kind, tgt)
                 scores = normalize_maps(maps, (eval_size, eval_size)).cpu().numpy()
-                evaluators[kind].accumulate(scores, gt, (pred == labels).cpu().numpy())
+                evaluators[kind].accumulate(scores, gt, (pred == labels).cpu().numpy(), indices)
     finally:
         model.train(was_training)
     return {kind: ev.compute(threshold) for kind, ev in evaluators.items()}
 
 
-FACTORS = ("A", "Y_k", "A ⊙ Y_k")
+def center_gaussian(eval_size: int) -> np.ndarray:
+    """The no-model score map of wsolevaluation's baseline: a centred Gaussian, sigma = eval_size / 4,
+    min-max normalized, (eval_size, eval_size) float64."""
+    grid = np.arange(eval_size) - (eval_size - 1) / 2
+    gauss = np.exp(-(grid[:, None] ** 2 + grid[None, :] ** 2) / (2 * (eval_size / 4) ** 2))
+    return (gauss - gauss.min()) / (gauss.max() - gauss.min())
 
 
-@torch.no_grad()
+FACTOR_KINDS = {"A": "attention", "Y_k": "spatial", "A ⊙ Y_k": "saol"}
+"""SAOL's class map and its two factors, as map kinds."""
+
+
 def factor_results(model: nn.Module, loader, boxes: GroundTruthBoxes, eval_size: int = 224,
-                   cam_step: float = 0.01, max_batches: int | None = None) -> dict[str, dict[str, float]]:
+                   cam_step: float = 0.01, max_batches: int | None = None, **kwargs) -> dict[str, dict[str, float]]:
     """Which factor of SAOL's class map localizes? Box metrics (``BoxEvaluator.compute``) of the attention
     A alone, the spatial class probability Y_k alone and their product A ⊙ Y_k, k = the ground-truth class
-    (so classification errors do not enter), each evaluated like any localization map."""
-    was_training = model.training
-    model.eval()
-    evaluators = {name: BoxEvaluator(cam_step=cam_step) for name in FACTORS}
-    gt_all = boxes.at(eval_size)
-    try:
-        for step, (images, labels, indices) in enumerate(loader.epoch(0) if hasattr(loader, "epoch") else loader):
-            if max_batches is not None and step >= max_batches:
-                break
-            out = model(images)
-            if out.log_attention is None:
-                raise _head_missing("saol", "SAOL")
-            ho, wo = out.log_attention.shape[-2:]
-            log_y = out.spatial_log_probs.gather(1, labels.view(-1, 1, 1, 1).expand(-1, 1, ho, wo))[:, 0]
-            maps = {"A": out.log_attention.exp(), "Y_k": log_y.exp(), "A ⊙ Y_k": (out.log_attention + log_y).exp()}
-            gt = [gt_all[i] for i in indices.tolist()]
-            correct = (out.saol_log_probs.argmax(1) == labels).cpu().numpy()
-            for name, m in maps.items():
-                evaluators[name].accumulate(normalize_maps(m, (eval_size, eval_size)).cpu().numpy(), gt, correct)
-    finally:
-        model.train(was_training)
-    return {name: ev.compute() for name, ev in evaluators.items()}
+    (so classification errors do not enter), each evaluated like any localization map. Other keyword
+    arguments go to evaluate_localization (device, select, progress, ...)."""
+    res = evaluate_localization(model, loader, boxes, list(FACTOR_KINDS.values()), eval_size, cam_step,
+                                max_batches=max_batches, target="label", **{"progress": False, **kwargs})
+    return {name: res[kind] for name, kind in FACTOR_KINDS.items()}

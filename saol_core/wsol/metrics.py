@@ -248,3 +248,41 @@ class BoxEvaluator:
             res["gt_known_loc"] = float(gt_known[i])
             res["top1_loc"] = float(c["top1_loc"][i])
         return res
+
+
+class SelectedThresholdEvaluator:
+    """A method's box metrics with its threshold chosen on images that are not scored (wsolevaluation's
+    small box-annotated selection split, held out of the score).
+
+    ``select`` (N,) bool by dataset index: True = the image chooses the threshold (the one that maximizes
+    its GT-known Loc), False = it is scored. None = no selection split: every image is scored and the
+    threshold is the best on them (``compute`` gives ``*_best`` keys only, unless a threshold is passed).
+    Other keyword arguments go to both BoxEvaluators.
+    """
+
+    def __init__(self, select: np.ndarray | None = None, **kwargs):
+        self.select = None if select is None else np.asarray(select, dtype=bool)
+        self.scored = BoxEvaluator(**kwargs)
+        self.selection = BoxEvaluator(**kwargs) if self.select is not None else None
+
+    def accumulate(self, scoremaps: np.ndarray, gt_boxes_list: Sequence[np.ndarray], pred_correct: np.ndarray,
+                   indices: np.ndarray) -> None:
+        """As BoxEvaluator.accumulate, plus each image's dataset index (B,) that routes it."""
+        if self.select is None:
+            return self.scored.accumulate(scoremaps, gt_boxes_list, pred_correct)
+        chosen = self.select[np.asarray(indices)]
+        correct = np.asarray(pred_correct, dtype=bool).reshape(-1)
+        for part, mask in ((self.selection, chosen), (self.scored, ~chosen)):
+            if mask.any():
+                part.accumulate(scoremaps[mask], [g for g, m in zip(gt_boxes_list, mask) if m], correct[mask])
+
+    def compute(self, threshold: float | None = None) -> dict[str, float]:
+        """BoxEvaluator.compute of the scored images at the selection's best threshold (or ``threshold``),
+        with ``selection_images`` (0 without a selection split)."""
+        if threshold is None and self.selection is not None:
+            if self.selection.num_images == 0:
+                raise RuntimeError("no image of the selection split was evaluated")
+            threshold = self.selection.compute()["best_threshold"]
+        res = self.scored.compute(threshold)
+        res["selection_images"] = float(self.selection.num_images if self.selection is not None else 0)
+        return res

@@ -20,7 +20,7 @@ from ..config import ModelConfig
 from ..model import SAOLModel, build_model
 from ..runs import hardware_record
 from .maps import localization_maps
-from .table import method_gmacs
+from .record import method_gmacs
 
 
 def gradcam_full_backward(model: SAOLModel, images: torch.Tensor) -> torch.Tensor:

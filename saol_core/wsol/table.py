@@ -4,20 +4,20 @@ baseline, and the table in the paper's layout, called by notebooks/10_localizati
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from ..config import ExperimentConfig, ModelConfig, make_config
-from ..macs import build_meta, count_macs
+from ..config import ExperimentConfig, make_config
 from ..model import SAOLModel
 from ..runs import RunFolder
 from ..train import load_run, train
 from ..data.boxes import GroundTruthBoxes
-from .metrics import BoxEvaluator
+from .maps import center_gaussian
+from .metrics import SelectedThresholdEvaluator
+from .record import method_gmacs
 
 METHODS = {"saol": "SAOL (A⊙Y_k)", "cam": "CAM", "gradcam": "Grad-CAM", "center": "centre Gaussian (no model)"}
 """Map kinds of saol_core.wsol (and the no-model baseline) in the table's row order, with row labels."""
@@ -66,33 +66,23 @@ def prepare(params: str | None, overrides: Sequence[str] = (), run_dir: str | No
 
 
 # ------------------------------------------------------------------------------ Table 7
-def method_gmacs(model_cfg: ModelConfig, num_classes: int, image_size: int) -> dict[str, float]:
-    """GMACs per image of what each map kind needs (saol_core.macs conventions): CAM and Grad-CAM the
-    GAP-FC model (``heads=gap``, Grad-CAM adds a backward through that head), SAOL the backbone with
-    its SAOL head alone (``heads=saol``). Same backbone settings (output_stride, ...) as ``model_cfg``."""
-    def gmacs(heads: str) -> float:
-        cfg = dataclasses.replace(model_cfg, heads=heads, mask_head=False, pretrained=None)
-        return count_macs(build_meta(cfg, num_classes), image_size)[1] / 1e9
-    gap = gmacs("gap")
-    return {"saol": gmacs("saol"), "cam": gap, "gradcam": gap}
-
-
 def center_baseline(loader, boxes: GroundTruthBoxes, eval_size: int = 224, cam_step: float = 0.01,
-                    threshold: float | None = None, max_batches: int | None = None) -> dict[str, float]:
+                    threshold: float | None = None, max_batches: int | None = None,
+                    select: np.ndarray | None = None) -> dict[str, float]:
     """The no-model baseline of wsolevaluation (Choe et al. 2020): the same centred Gaussian score map
-    (sigma = eval_size / 4) for every image of ``loader`` (as evaluate_localization walks it), so the
-    threshold sweep picks the best centred box size. Large objects (CUB birds) make it strong. Keys as
-    BoxEvaluator.compute; Top-1 Loc is meaningless here (no classifier: counted as wrong)."""
-    grid = np.arange(eval_size) - (eval_size - 1) / 2
-    gauss = np.exp(-(grid[:, None] ** 2 + grid[None, :] ** 2) / (2 * (eval_size / 4) ** 2))
-    gauss = (gauss - gauss.min()) / (gauss.max() - gauss.min())
-    evaluator = BoxEvaluator(cam_step=cam_step)
+    (maps.center_gaussian) for every image of ``loader`` (as evaluate_localization walks it, ``select``
+    included), so the threshold sweep picks the best centred box size. Large objects (CUB birds) make it
+    strong. Keys as BoxEvaluator.compute; Top-1 Loc is meaningless here (no classifier: counted as wrong)."""
+    gauss = center_gaussian(eval_size)
+    evaluator = SelectedThresholdEvaluator(select, cam_step=cam_step)
     gt_all = boxes.at(eval_size)
-    for step, (images, _, indices) in enumerate(loader.epoch(0)):
+    for step, (_, _, indices) in enumerate(loader.epoch(0)):
         if max_batches is not None and step >= max_batches:
             break
+        indices = indices.cpu().numpy()
         gt = [gt_all[i] for i in indices.tolist()]
-        evaluator.accumulate(np.broadcast_to(gauss, (len(gt), eval_size, eval_size)), gt, np.zeros(len(gt), bool))
+        evaluator.accumulate(np.broadcast_to(gauss, (len(gt), eval_size, eval_size)), gt, np.zeros(len(gt), bool),
+                             indices)
     return evaluator.compute(threshold)
 
 
