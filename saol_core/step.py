@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -57,7 +58,13 @@ def native_bf16(device: torch.device) -> bool:
 
 
 def amp_dtype(cfg: ExperimentConfig, device: torch.device) -> torch.dtype | None:
-    """The step's autocast dtype: ``train.amp`` (``auto`` = bf16 on GPU, fp32 on CPU)."""
+    """The step's autocast dtype: ``train.amp`` (``auto`` = bf16 on GPU, fp32 on CPU). An explicit bf16
+    where the device only emulates it (a CPU without AVX512-BF16/AMX; reports/BENCHMARKS.md) is kept, with a
+    warning that says so."""
+    if cfg.train.amp == "bf16" and not native_bf16(device):
+        warnings.warn(f"train.amp=bf16 on {device.type}, which has no native bf16 (no AVX512-BF16/AMX on a CPU): "
+                      "autocast emulates it, many times slower than fp32; set train.amp=off unless you need "
+                      "bf16 numerics", RuntimeWarning, stacklevel=2)
     if cfg.train.amp == "bf16" or (cfg.train.amp == "auto" and device.type == "cuda"):
         return torch.bfloat16
     return None

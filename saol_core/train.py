@@ -119,6 +119,9 @@ def train(cfg: ExperimentConfig, *, resume: bool = True) -> dict:
     torch.manual_seed(cfg.seed)
     data = build_data(cfg.data, seed=cfg.seed, batch_size=cfg.train.batch_size // world, device=device,
                       rank=rank, world_size=world)
+    if cfg.wsol.enabled:
+        from .wsol.record import scoring_split   # saol_core.wsol's table imports this module
+        scoring_split(data, cfg.wsol)
     model = prepare_model(build_model(cfg.model, data.num_classes), cfg, device)
     if cfg.train.init_from:
         model.load_state_dict(_weights_of(cfg.train.init_from))

@@ -165,3 +165,59 @@ def test_center_baseline_finds_the_best_centred_box():
     table = wsol.table7({"center": r}, {})
     assert math.isnan(table.loc[0, "Top-1 Loc"]) and table.loc[0, "GT-known Loc"] == 75.0
     assert "center_top1_loc" not in wsol.scraps(table) and wsol.scraps(table)["center_gmacs"] == 0.0
+
+
+def test_selection_mask_takes_the_same_images_per_class_whatever_the_run():
+    labels = np.repeat([0, 1, 2], [6, 3, 5])
+    mask = wsol.selection_mask(labels, 4, seed=0)
+    assert [int(mask[labels == k].sum()) for k in range(3)] == [4, 3, 4]   # a small class gives all it has
+    np.testing.assert_array_equal(mask, wsol.selection_mask(labels, 4, seed=0))
+    assert not np.array_equal(mask, wsol.selection_mask(labels, 4, seed=1))
+    assert wsol.selection_mask(labels, 0, seed=0) is None
+
+
+def test_center_gaussian_is_the_baselines_map():
+    g = wsol.center_gaussian(8)
+    assert g.shape == (8, 8) and g.min() == 0.0 and g.max() == 1.0
+    np.testing.assert_allclose(g, g[::-1, ::-1])
+    d2 = (3.5 ** 2) * 2     # a corner pixel's squared distance from the centre
+    e = np.exp(-np.array([0.5 ** 2 * 2, d2]) / (2 * 2.0 ** 2))   # sigma = 8 / 4
+    assert g[3, 3] == 1.0 and g[0, 0] == 0.0 and g[0, 3] == pytest.approx(
+        (np.exp(-(3.5 ** 2 + 0.5 ** 2) / 8) - e[1]) / (e[0] - e[1]))
+
+
+def test_run_summary_carries_the_localization_record(tmp_path):
+    """wsol.enabled: the finished run's summary.final holds every kind's record (the same numbers as
+    evaluate_localization on the trained model with the same selection split), the factors and the
+    centre baseline; a GAP-FC-only run records CAM alone."""
+    cfg = train_mod.make_config(None, TINY + [f"out_dir={tmp_path}", "name=saol", "wsol.enabled=true",
+                                             "wsol.eval_size=32", "wsol.select_per_class=1", "wsol.cam_step=0.05"])
+    final = train_mod.train(cfg)["final"]
+    assert final["wsol_selection_images"] == 10 and final["wsol_scored_images"] == 22
+    model, _ = train_mod.load_run(cfg.run_dir())
+    data = train_mod.build_data(cfg.data, seed=cfg.seed, batch_size=32)
+    select = wsol.selection_mask(data.test.labels.numpy(), 1, 0)
+    again = wsol.evaluate_localization(model, data.test, data.test_boxes, ["saol", "cam", "attention", "spatial"],
+                                       32, 0.05, select=select, progress=False)
+    for kind, res in again.items():
+        assert {k: final[f"{kind}_{k}"] for k in wsol.RECORD_KEYS} == {k: res[k] for k in wsol.RECORD_KEYS}, kind
+        assert final[f"{kind}_backward"] == 0.0
+    assert final["center_gmacs"] == 0.0 and "center_top1_cls" not in final
+    assert final["saol_gmacs"] > final["cam_gmacs"] > 0
+    everything = train_mod.make_config(None, TINY + [f"out_dir={tmp_path}", "name=all", "wsol.enabled=true"])
+    with pytest.raises(train_mod.ConfigError, match="select_per_class=10 takes every one of the 32 test images"):
+        train_mod.train(everything)    # refused before training: 32 test images, <= 10 per class
+    assert not (tmp_path / "all").exists()
+    gap = train_mod.make_config(None, TINY + [f"out_dir={tmp_path}", "name=gap", "wsol.enabled=true", "model.heads=gap",
+                                             "loss.w_sd=0", "wsol.eval_size=32", "wsol.center=false",
+                                             "wsol.select_per_class=0"])
+    final = train_mod.train(gap)["final"]
+    assert {k.split("_")[0] for k in final if k.endswith("_top1_loc")} == {"cam"}
+
+
+def test_train_crop_only_for_streamed_images(tmp_path):
+    from saol_core.config import ConfigError, make_config
+    with pytest.raises(ConfigError, match="data.train_crop is for streamed"):
+        train_mod.train(make_config(None, TINY + [f"out_dir={tmp_path}", "data.train_crop=24"]))
+    with pytest.raises(ConfigError, match="data.train_crop must be >= 8"):
+        make_config(None, ["data.train_crop=4"])

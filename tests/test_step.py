@@ -150,3 +150,12 @@ def test_loss_meter_means_and_counts():
     meter.add({"total": torch.tensor(3.0)})
     assert meter.means() == {"total": 2.0, "ss2": 4.0} and meter.running("total") == 2.0
     assert meter.counts == {"total": 2, "ss2": 1}
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_explicit_bf16_on_a_cpu_without_it_warns_and_is_kept(monkeypatch, recwarn, native):
+    monkeypatch.setattr(step_mod, "_cpu_has_native_bf16", lambda: native)
+    assert step_mod.amp_dtype(_cfg(train__amp="bf16"), torch.device("cpu")) is torch.bfloat16
+    emulated = [w for w in recwarn if "no native bf16" in str(w.message)]
+    assert len(emulated) == (0 if native else 1)
+    assert step_mod.amp_dtype(_cfg(train__amp="auto"), torch.device("cpu")) is None

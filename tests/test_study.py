@@ -354,3 +354,17 @@ def test_one_ctrl_c_stops_the_kernels_and_says_how_to_resume(tmp_path):
     for p in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(int(p.read_text()), 0)
+
+
+def test_cell_of_a_metric_list_shows_the_metrics_a_row_has(tmp_path):
+    """A GAP-FC run has CAM's numbers but no SAOL's: its "SAOL / CAM" cells show "— / CAM" (not "—")."""
+    study = st.load_study(ROOT / "params/smoke/wsol_cub50.yaml")
+    runs_dir = tmp_path / "out/runs"
+    fake_run(runs_dir, "gap-run-s0", {"cam_top1_loc": 40.0, "gap_top1": 70.0})
+    fake_run(runs_dir, "saol_cm-run-s0", {"saol_top1_loc": 45.0, "cam_top1_loc": 41.0, "saol_top1": 72.0,
+                                          "gap_top1": 71.0})
+    md = st.table_markdown(study, st.summarize(study, st.collect(study, tmp_path / "out")))
+    gap = next(line for line in md.splitlines() if line.startswith("| GAP-FC → CAM |"))
+    assert gap.split(" | ")[1:3] == ["— / 40.00 [n=1]", "— / 49.41"]
+    saol = next(line for line in md.splitlines() if line.startswith("| SAOL + CutMix (+"))
+    assert saol.split(" | ")[1:3] == ["45.00 / 41.00 [n=1]", "52.39 / —"]

@@ -325,3 +325,34 @@ def test_resize_boxes_equals_reference_resize_bbox():
         np.testing.assert_array_equal(resize_boxes(np.array(original), (h, w), (224, 224)), expected)
     # multiply before dividing: 166 * 224 / 332 = 112 exactly; 166 * (224 / 332) truncates to 111
     np.testing.assert_array_equal(resize_boxes([[166, 0, 166, 0]], (100, 332), (224, 224)), [[112, 0, 112, 0]])
+
+
+def test_selected_threshold_scores_the_rest_at_the_selection_best():
+    """SelectedThresholdEvaluator equals two plain BoxEvaluators fed by hand: the threshold maximizing
+    GT-known Loc on the selection images, the metrics of the other images at it."""
+    from saol_core.wsol import SelectedThresholdEvaluator
+    rng = np.random.default_rng(3)
+    n, size = 24, 32
+    maps = rng.random((n, size, size)) ** 3
+    boxes = [np.array([[x, y, x + w, y + w]]) for x, y, w in rng.integers(0, 16, (n, 3))]
+    correct = rng.random(n) < 0.7
+    select = np.zeros(n, bool)
+    select[rng.permutation(n)[:8]] = True
+    split = SelectedThresholdEvaluator(select, cam_step=0.05)
+    for lo in range(0, n, 5):   # batches of dataset indices in a shuffled order
+        idx = np.arange(n)[::-1][lo:lo + 5]
+        split.accumulate(maps[idx], [boxes[i] for i in idx], correct[idx], idx)
+    chooser, scored = BoxEvaluator(cam_step=0.05), BoxEvaluator(cam_step=0.05)
+    chooser.accumulate(maps[select], [b for b, s in zip(boxes, select) if s], correct[select])
+    scored.accumulate(maps[~select], [b for b, s in zip(boxes, select) if not s], correct[~select])
+    threshold = chooser.compute()["best_threshold"]
+    got = split.compute()
+    assert got == {**scored.compute(threshold), "selection_images": 8.0}
+    assert got["num_images"] == 16 and got["threshold"] == threshold
+    # no selection split: the scored images choose their own threshold
+    every = SelectedThresholdEvaluator(None, cam_step=0.05)
+    every.accumulate(maps, boxes, correct, np.arange(n))
+    plain = BoxEvaluator(cam_step=0.05)
+    plain.accumulate(maps, boxes, correct)
+    best = plain.compute()["best_threshold"]
+    assert every.compute() == {**plain.compute(best), "selection_images": 0.0}

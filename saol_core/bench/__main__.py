@@ -29,6 +29,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--batch-size", type=int, default=d.batch_size)
     ap.add_argument("--num-classes", type=int, default=d.num_classes)
     ap.add_argument("--image-size", type=int, help="default: 32 for CIFAR nets, 224 for ImageNet nets")
+    ap.add_argument("--params", help="run the recipes on this params file's model section (head width, "
+                                     "output_stride ...) instead of the net's kind defaults")
     ap.add_argument("--cutmix-prob", type=float, help="default: the paper's p for each backbone")
     ap.add_argument("--steps", type=int, default=d.steps, help="timed steps per repeat")
     ap.add_argument("--warmup", type=int, default=d.warmup, help="untimed steps per recipe before the repeats")
@@ -87,6 +89,8 @@ def main(argv: Sequence[str] | None = None) -> None:
            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "load": (load0, os.getloadavg()[0])}
     shown = {"device": str(device), "batch": args.batch_size, "classes": args.num_classes,
+                "image size": args.image_size or "the net's kind (32 or 224 px)",
+                "model settings": args.params or "the net's kind defaults",
                 "dtype": "bf16 autocast" if args.bf16 else "fp32", "channels_last": args.channels_last,
                 "compile": args.compile, "deterministic": not args.nondeterministic,
                 "warm-up steps": args.warmup, "timed steps x repeats": f"{args.steps} x {args.repeats}",

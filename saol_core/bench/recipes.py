@@ -3,6 +3,7 @@ training step's time goes (torch.profiler)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import statistics
 import time
 from dataclasses import dataclass
@@ -56,6 +57,9 @@ class BenchSettings:
     nondeterministic: bool = False
     image_size: Optional[int] = None
     """None: the net's kind (32 px CIFAR nets, 224 px ImageNet nets: ``saol_core.macs.kind_defaults``)."""
+    params: Optional[str] = None
+    """A params file whose model section (head width, separable, output_stride, taps ...) the recipes run
+    on instead of the net's kind defaults (its pretrained weights are not loaded: synthetic batches)."""
     conventional_backbone: str = "resnet20"
     e2e_images: int = 5000
     """Training images per end-to-end epoch (pipeline comparison)."""
@@ -69,16 +73,21 @@ class BenchSettings:
 
 def recipe_config(backbone: str, recipe: str, *, batch_size: int, cutmix_prob: float | None = None,
                   device: str = "cpu", bf16: bool = False, channels_last: bool = True,
-                  compile: bool = False, deterministic: bool = True) -> ExperimentConfig:
+                  compile: bool = False, deterministic: bool = True, params: str | None = None) -> ExperimentConfig:
     """The ExperimentConfig of ``recipe`` on ``backbone`` (CutMix p: ``cutmix_prob`` or the paper's;
-    SAOL head as ``saol_core.macs`` counts it: separable width 256 on ImageNet nets, conv3x3 64 else)."""
+    SAOL head as ``saol_core.macs`` counts it: separable width 256 on ImageNet nets, conv3x3 64 else, or
+    the model section of the ``params`` file)."""
     if recipe not in RECIPES:
         raise ValueError(f"recipe {recipe!r} is not valid; choose one of {list(RECIPES)}")
     p = PAPER_CUTMIX_P.get(backbone, 1.0) if cutmix_prob is None else cutmix_prob
     tree = {k: dict(v) for k, v in RECIPES[recipe].items()}
     tree.setdefault("loss", {}).update({k: p for k, v in tree["loss"].items() if v is None})
-    auto = kind_defaults(backbone)
-    tree["model"].update(backbone=backbone, separable=auto["separable"], head_channels=auto["mid_channels"])
+    if params is None:
+        auto = kind_defaults(backbone)
+        tree["model"].update(backbone=backbone, separable=auto["separable"], head_channels=auto["mid_channels"])
+    else:
+        base = dataclasses.asdict(make_config(params).model)
+        tree["model"] = {**base, **tree["model"], "backbone": backbone, "pretrained": None}
     tree["train"] = {"batch_size": batch_size, "device": device, "amp": "bf16" if bf16 else "off",
                      "channels_last": channels_last, "compile": compile, "deterministic": deterministic}
     return make_config({"name": f"bench-{backbone}-{recipe}"}, tree)
@@ -122,7 +131,7 @@ def bench_backbone(backbone: str, recipes: Sequence[str], settings: BenchSetting
     size = settings.image_size or kind_defaults(backbone)["size"]
     cfgs = {r: recipe_config(backbone, r, batch_size=B, cutmix_prob=settings.cutmix_prob, device=str(device),
                              bf16=settings.bf16, channels_last=settings.channels_last, compile=settings.compile,
-                             deterministic=not settings.nondeterministic) for r in recipes}
+                             deterministic=not settings.nondeterministic, params=settings.params) for r in recipes}
     steps = {r: bench_step(cfg, num_classes, device) for r, cfg in cfgs.items()}
     macs = {r: count_macs(build_meta(cfg.model, num_classes), size)[1] for r, cfg in cfgs.items()}
     g = torch.Generator().manual_seed(0)

@@ -255,8 +255,8 @@ class SelectedThresholdEvaluator:
     small box-annotated selection split, held out of the score).
 
     ``select`` (N,) bool by dataset index: True = the image chooses the threshold (the one that maximizes
-    its GT-known Loc), False = it is scored. None = no selection split: every image is scored and the
-    threshold is the best on them (``compute`` gives ``*_best`` keys only, unless a threshold is passed).
+    its GT-known Loc), False = it is scored. None = no selection split: every image is scored, at the
+    threshold that is best on them (then top1_loc equals top1_loc_best).
     Other keyword arguments go to both BoxEvaluators.
     """
 
@@ -278,11 +278,12 @@ class SelectedThresholdEvaluator:
 
     def compute(self, threshold: float | None = None) -> dict[str, float]:
         """BoxEvaluator.compute of the scored images at the selection's best threshold (or ``threshold``),
-        with ``selection_images`` (0 without a selection split)."""
-        if threshold is None and self.selection is not None:
-            if self.selection.num_images == 0:
+        with ``selection_images`` (0 without a selection split: the scored images' best threshold)."""
+        if threshold is None:
+            chooser = self.scored if self.selection is None else self.selection
+            if chooser.num_images == 0:
                 raise RuntimeError("no image of the selection split was evaluated")
-            threshold = self.selection.compute()["best_threshold"]
+            threshold = chooser.compute()["best_threshold"]
         res = self.scored.compute(threshold)
         res["selection_images"] = float(self.selection.num_images if self.selection is not None else 0)
         return res

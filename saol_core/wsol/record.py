@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import ModelConfig, WsolConfig
+from ..config import ConfigError, ModelConfig, WsolConfig
 from ..macs import build_meta, count_macs
 from .maps import available_kinds, evaluate_localization
 
@@ -50,6 +50,19 @@ def selection_mask(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray 
     return mask
 
 
+def scoring_split(data, cfg: WsolConfig) -> np.ndarray | None:
+    """The selection mask of ``data``'s test split (selection_mask), or ConfigError where localization
+    cannot be scored: no test boxes, or a selection that leaves no image to score."""
+    if data.test_boxes is None:
+        raise ConfigError("wsol.enabled=true needs a dataset with test boxes (cub, wsol or digits); "
+                          "set wsol.enabled=false")
+    select = selection_mask(data.test.labels.numpy(), cfg.select_per_class, cfg.select_seed)
+    if select is not None and select.all():
+        raise ConfigError(f"wsol.select_per_class={cfg.select_per_class} takes every one of the "
+                          f"{len(select)} test images to choose thresholds, leaving none to score: lower it")
+    return select
+
+
 def localization_record(model: nn.Module, data, cfg: WsolConfig, model_cfg: ModelConfig,
                         device: torch.device | str = "cpu") -> dict[str, float]:
     """``cfg.kinds`` (those ``model`` can give; with ``cfg.factors`` also A and Y_k) and, with ``cfg.center``,
@@ -58,12 +71,10 @@ def localization_record(model: nn.Module, data, cfg: WsolConfig, model_cfg: Mode
     ``wsol_scored_images`` and ``wsol_time_s``."""
     from .table import center_baseline   # table imports the training loop, which imports this module
 
-    if data.test_boxes is None:
-        raise ValueError("wsol.enabled=true needs a dataset with test boxes (cub, wsol, or digits)")
     start = time.perf_counter()
+    select = scoring_split(data, cfg)
     kinds = list(dict.fromkeys(cfg.kinds + (["attention", "spatial"] if cfg.factors else [])))
     kinds = available_kinds(model, kinds)
-    select = selection_mask(data.test.labels.numpy(), cfg.select_per_class, cfg.select_seed)
     results = evaluate_localization(model, data.test, data.test_boxes, kinds, cfg.eval_size, cfg.cam_step,
                                     device=device, progress=False, select=select) if kinds else {}
     gmacs = method_gmacs(model_cfg, data.num_classes, data.image_size)
