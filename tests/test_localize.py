@@ -204,6 +204,8 @@ def test_run_summary_carries_the_localization_record(tmp_path):
         assert final[f"{kind}_backward"] == 0.0
     assert final["center_gmacs"] == 0.0 and "center_top1_cls" not in final
     assert final["saol_gmacs"] > final["cam_gmacs"] > 0
+    fig = wsol.localization_figure(cfg.run_dir(), n=2)
+    assert f"at {final['saol_threshold']:.2f} (lime)" in fig._suptitle.get_text() and len(fig.axes) >= 10
     everything = train_mod.make_config(None, TINY + [f"out_dir={tmp_path}", "name=all", "wsol.enabled=true"])
     with pytest.raises(train_mod.ConfigError, match="select_per_class=10 takes every one of the 32 test images"):
         train_mod.train(everything)    # refused before training: 32 test images, <= 10 per class
@@ -213,6 +215,7 @@ def test_run_summary_carries_the_localization_record(tmp_path):
                                              "wsol.select_per_class=0"])
     final = train_mod.train(gap)["final"]
     assert {k.split("_")[0] for k in final if k.endswith("_top1_loc")} == {"cam"}
+    assert wsol.localization_figure(gap.run_dir()) is None
 
 
 def test_train_crop_only_for_streamed_images(tmp_path):

@@ -10,7 +10,7 @@
 - ``figures``: images with ground-truth and predicted boxes beside SAOL's maps.
 - ``speed``: maps per second of each method (``python -m saol_core.wsol.speed``).
 """
-from .figures import predicted_box, qualitative_grid
+from .figures import localization_figure, predicted_box, qualitative_grid
 from .maps import (FACTOR_KINDS, KINDS, available_kinds, center_gaussian, evaluate_localization, factor_results,
                    localization_maps, maps_from_output, normalize_maps)
 from ..data.boxes import GroundTruthBoxes, resize_boxes
@@ -20,6 +20,7 @@ from .table import MAP_KINDS, METHODS, PAPER_TABLE7, center_baseline, finetune_c
 
 __all__ = ["BoxEvaluator", "FACTOR_KINDS", "GroundTruthBoxes", "REGIONS", "KINDS", "MAP_KINDS", "METHODS", "PAPER_TABLE7",
            "RECORD_KEYS", "SelectedThresholdEvaluator", "available_kinds", "box_iou", "center_baseline", "center_gaussian",
-           "evaluate_localization", "factor_results", "finetune_config", "localization_maps", "localization_record",
+           "evaluate_localization", "factor_results", "finetune_config", "localization_figure", "localization_maps",
+           "localization_record",
            "maps_from_output", "markdown", "method_gmacs", "normalize_maps", "predicted_box", "prepare", "qualitative_grid",
            "region_boxes", "resize_boxes", "scoremap_ious", "scraps", "selection_mask", "table7", "threshold_grid"]

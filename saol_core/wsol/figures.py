@@ -50,3 +50,20 @@ def qualitative_grid(model: SAOLModel, data, thresholds: dict[str, float], n: in
                  f"CAM at {thresholds['cam']:.2f} (orange)", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def localization_figure(run_dir, n: int = 4):
+    """``qualitative_grid`` of a trained run folder's first ``n`` test images at the thresholds its
+    localization record chose (``summary.final``: saol_threshold, cam_threshold); None for a run without
+    both (wsol.enabled=false, or a model without a SAOL or a GAP-FC head)."""
+    from ..data import build_data
+    from ..runs import RunFolder
+    from ..train import load_run   # the training loop imports saol_core.wsol lazily, and so does this
+
+    final = (RunFolder(run_dir).read_summary() or {}).get("final") or {}
+    if "saol_threshold" not in final or "cam_threshold" not in final:
+        return None
+    model, cfg = load_run(run_dir)
+    data = build_data(cfg.data, seed=cfg.seed, batch_size=n)
+    return qualitative_grid(model, data, {"saol": final["saol_threshold"], "cam": final["cam_threshold"]}, n,
+                            cfg.wsol.eval_size)
