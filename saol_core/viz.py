@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -187,50 +188,66 @@ METRIC_LABELS = {"top1": "top-1 (%)", "top5": "top-5 (%)", "saol_top1": "SAOL to
 
 def results_plot(summary: pd.DataFrame, results: pd.DataFrame | None = None):
     """Every cell of a study: its per-seed values (dots), their mean with the 95 % t-interval of the mean
-    (bar), and the paper's numbers (one marker per reference model); one panel per table column.
+    (bar), and the paper's numbers (one marker per reference model); one panel per table column. A column
+    of several metrics ("SAOL / CAM") draws each in its own colour, slightly offset, in the cell's order.
 
-    summary: ``saol_core.study.summarize`` output (the first metric of each column is plotted);
-    results: ``saol_core.study.collect`` output (per-seed values; without it, mean ± std).
+    summary: ``saol_core.study.summarize`` output; results: ``saol_core.study.collect`` output (per-seed
+    values; without it, mean ± std).
     """
     from scipy import stats
-    df = summary.drop_duplicates(["row", "column"])  # first metric of each cell
-    columns = list(dict.fromkeys(df["column"]))
-    refs = [c for c in df if c.startswith("paper:")] or ["paper"]
-    values = pd.concat([df["mean"], *[df[r] for r in refs]]).astype(float).dropna()
+    columns = list(dict.fromkeys(summary["column"]))
+    refs = [c for c in summary if c.startswith("paper:")] or ["paper"]
+    values = pd.concat([summary["mean"], *[summary[r] for r in refs]]).astype(float).dropna()
     share = len(values) > 0 and values.max() - values.min() <= 10
     markers = ["x", "+", "1", "*"]
+    several = summary.groupby(["row", "column"]).size().max() > 1
+    ordinal = ["first", "second", "third", "fourth"]
+    rows = list(dict.fromkeys(summary["row"]))
     with sns.axes_style("whitegrid"):
-        fig, axes = plt.subplots(1, len(columns), figsize=(3.6 * len(columns), 0.42 * df["row"].nunique() + 1.9),
+        wide = min(len(columns), 4)
+        high = -(-len(columns) // wide)
+        fig, axes = plt.subplots(high, wide, figsize=(4.2 * wide, (0.42 * len(rows) + 1.6) * high),
                                  sharey=True, sharex=share, squeeze=False)
-        for ax, column in zip(axes[0], columns):
-            part = df[df.column == column].reset_index(drop=True)
-            for y, cell in part.iterrows():
-                seeds = [] if results is None else [
-                    float(v) for v in results[(results.row == cell.row) & (results.status == "finished")
-                                              & (results.variant == cell.variant)][cell.metric]
-                    if v is not None and not pd.isna(v)]
-                if seeds:
-                    ax.scatter(seeds, y + np.linspace(-0.15, 0.15, len(seeds)), s=10, color="C0", alpha=0.5,
-                               label="ours, per seed" if y == 0 else None)
-                if cell["n"] and not pd.isna(cell["mean"]):
-                    half = (stats.t.ppf(0.975, cell["n"] - 1) * cell["std"] / np.sqrt(cell["n"])
-                            if results is not None and cell["n"] > 1 else cell["std"])
-                    ax.errorbar([cell["mean"]], [y], xerr=[0 if pd.isna(half) else half], fmt="o", color="C0",
-                                capsize=3, label=("ours, mean ± 95 % CI" if results is not None else "ours, mean ± std")
-                                if y == 0 else None)
-            for k, ref in enumerate(refs):
-                if part[ref].notna().any():
-                    name = "paper" if ref == "paper" else f"paper {ref.split(':', 1)[1]}"
-                    ax.scatter(part[ref].astype(float), np.arange(len(part)), marker=markers[k % len(markers)],
-                               color=f"C{3 + k}", label=name, zorder=3)
-            ax.set_yticks(np.arange(len(part)), part["label"], fontsize=8)
-            ax.set_title(column, fontsize=9)
-            ax.set_xlabel(METRIC_LABELS.get(part["metric"].iloc[0], part["metric"].iloc[0]))
+        for ax in axes.flat[len(columns):]:
+            ax.set_visible(False)
+        for ax, column in zip(axes.flat, columns):
+            part = summary[summary.column == column]
+            metrics = list(dict.fromkeys(part["metric"]))
+            for k, metric in enumerate(metrics):
+                color = f"C{k}" if k < 3 else f"C{k + 4}"   # C3.. mark the paper's numbers
+                what = f"ours, {ordinal[k % 4]} number of a cell" if several else "ours"
+                offset = 0.0 if len(metrics) == 1 else (k - (len(metrics) - 1) / 2) * 0.3
+                cells = part[part.metric == metric].set_index("row").reindex(rows)
+                for y, (row, cell) in enumerate(cells.iterrows()):
+                    if pd.isna(cell["metric"]):
+                        continue
+                    seeds = [] if results is None else [
+                        float(v) for v in results[(results.row == row) & (results.status == "finished")
+                                                  & (results.variant == cell.variant)][metric]
+                        if v is not None and not pd.isna(v)]
+                    if seeds:
+                        ax.scatter(seeds, y + offset + np.linspace(-0.1, 0.1, len(seeds)), s=10, color=color,
+                                   alpha=0.5, label=f"{what}, per seed")
+                    if cell["n"] and not pd.isna(cell["mean"]):
+                        half = (stats.t.ppf(0.975, cell["n"] - 1) * cell["std"] / np.sqrt(cell["n"])
+                                if results is not None and cell["n"] > 1 else cell["std"])
+                        ax.errorbar([cell["mean"]], [y + offset], xerr=[0 if pd.isna(half) else half], fmt="o",
+                                    color=color, capsize=3,
+                                    label=f"{what}, mean ± 95 % CI" if results is not None else f"{what}, mean ± std")
+                for j, ref in enumerate(refs):
+                    if cells[ref].notna().any():
+                        name = "paper" if ref == "paper" else f"paper {ref.split(':', 1)[1]}"
+                        ax.scatter(cells[ref].astype(float), np.arange(len(rows)) + offset,
+                                   marker=markers[j % len(markers)], color=f"C{3 + j}", label=name, zorder=3)
+            labels = summary.drop_duplicates("row").set_index("row").loc[rows, "label"]
+            ax.set_yticks(np.arange(len(rows)), labels, fontsize=8)
+            ax.set_title(textwrap.fill(column, 48), fontsize=9)
+            ax.set_xlabel(" / ".join(METRIC_LABELS.get(m, m) for m in metrics), fontsize=8)
         axes[0, 0].invert_yaxis()
-        handles = {l: h for ax in axes[0] for h, l in zip(*ax.get_legend_handles_labels())}
-        fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=len(handles), fontsize=7,
+        handles = {l: h for ax in axes.flat for h, l in zip(*ax.get_legend_handles_labels())}
+        fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(len(handles), 4), fontsize=7,
                    frameon=False)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.tight_layout(rect=(0, (0.06 if len(handles) <= 4 else 0.1) / high, 1, 1))
     return fig
 
 

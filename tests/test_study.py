@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 import yaml
 
@@ -363,7 +364,13 @@ def test_cell_of_a_metric_list_shows_the_metrics_a_row_has(tmp_path):
     fake_run(runs_dir, "gap-run-s0", {"cam_top1_loc": 40.0, "gap_top1": 70.0})
     fake_run(runs_dir, "saol_cm-run-s0", {"saol_top1_loc": 45.0, "cam_top1_loc": 41.0, "saol_top1": 72.0,
                                           "gap_top1": 71.0})
-    md = st.table_markdown(study, st.summarize(study, st.collect(study, tmp_path / "out")))
+    results = st.collect(study, tmp_path / "out")
+    md = st.table_markdown(study, st.summarize(study, results))
+    # the figure draws every metric of a column, not only the first
+    from saol_core import viz
+    fig = viz.results_plot(st.summarize(study, results), results)
+    drawn = {float(x) for ax in fig.axes[:1] for c in ax.collections for x in np.asarray(c.get_offsets())[:, 0]}
+    assert {40.0, 41.0, 45.0} <= drawn
     gap = next(line for line in md.splitlines() if line.startswith("| GAP-FC → CAM |"))
     assert gap.split(" | ")[1:3] == ["— / 40.00 [n=1]", "— / 49.41"]
     saol = next(line for line in md.splitlines() if line.startswith("| SAOL + CutMix (+"))
