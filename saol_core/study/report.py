@@ -21,6 +21,13 @@ def metric_value(summary: dict, name: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
+def _run_time(summary: dict) -> float | None:
+    """A finished run's wall time: its epochs (training + evaluation) and its localization scoring."""
+    if summary.get("wall_time_s") is None:
+        return None
+    return summary["wall_time_s"] + ((summary.get("final") or {}).get("wsol_time_s") or 0.0)
+
+
 def collect(study: Study, out: str | Path):
     """One line per run of the grid: row, variant, seed, status, notebook, and its final metrics."""
     import pandas as pd
@@ -35,7 +42,7 @@ def collect(study: Study, out: str | Path):
         hardware = summary.get("hardware") or {}
         lines.append({"run": run.name, "row": run.row, "variant": run.variant, "seed": run.seed,
                       "status": status, "notebook": str(notebook) if notebook.exists() else None,
-                      "wall_time_s": summary.get("wall_time_s"), "images_per_s": summary.get("images_per_s"),
+                      "wall_time_s": _run_time(summary), "images_per_s": summary.get("images_per_s"),
                       "hardware": f"{hardware['cpu']} ({hardware['cpu_count']} cores)" if hardware else None,
                       "threads": hardware.get("torch_threads"), "device": summary.get("device"),
                       "amp": summary.get("amp"),
@@ -206,7 +213,7 @@ def write_report(study: Study, out: str | Path, summary, results, figures: dict[
     from ..runs import atomic_write_text
     out = project_path(out)
     table = table_markdown(study, summary)
-    note = ("Accuracy (%) at the final epoch. Ours: mean ± sample std over the finished seeds, (±d) = "
+    note = ("Metrics of the final epoch's model (accuracy and localization in %). Ours: mean ± sample std over the finished seeds, (±d) = "
             "difference of the means to the reference cell" + (f" (row `{study.delta_row}`)" if study.delta_row else "")
             + ", [n=runs]; the paper's numbers are means of its runs.")
     tables = [table, "", note]
@@ -231,7 +238,8 @@ def write_report(study: Study, out: str | Path, summary, results, figures: dict[
               f"{study.path} --out {rel}`.", "", *tables, ""]
     for title, path in figures.items():
         parts += [f"### {title}", "", f"![{title}]({_rel(project_path(path), out)})", ""]
-    parts += ["### Runs", "", "| run | status | wall time (s) | train images/s | executed notebook |",
+    parts += ["### Runs", "", "Wall time: the run's epochs (training and evaluation) and, where it is scored, its "
+              "localization.", "", "| run | status | wall time (s) | train images/s | executed notebook |",
               "|---|---|---|---|---|"]
     for r in results.itertuples():
         nb = "—" if _missing(r.notebook) else f"[{Path(r.notebook).name}]({_rel(r.notebook, out)})"
