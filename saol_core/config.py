@@ -127,6 +127,9 @@ class OptimConfig:
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4
+    head_lr_mult: float = 1.0
+    """lr of every layer outside the backbone (SAOL, GAP-FC and mask heads) as a multiple of the backbone's:
+    > 1 when fine-tuning a pretrained backbone under new, randomly initialized heads (wsolevaluation: 10)."""
     schedule: Literal["cosine", "multistep", "constant"] = "cosine"
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])
     """Multistep: epochs (>= 1) or fractions of the run (< 1)."""
@@ -233,7 +236,7 @@ class ExperimentConfig:
             ((self.data.mean is None) == (self.data.std is None)
              and (self.data.std is None or (len(self.data.mean) == len(self.data.std) and min(self.data.std) > 0)),
              "data.mean and data.std must be given together, one value per channel, std > 0"),
-            (self.optim.lr > 0, "optim.lr must be > 0"),
+            (self.optim.lr > 0 and self.optim.head_lr_mult > 0, "optim.lr and optim.head_lr_mult must be > 0"),
             (self.model.head_channels >= 1, "model.head_channels must be >= 1"),
             (0 <= self.model.shakedrop < 1, "model.shakedrop must be in [0, 1)"),
             (self.loss.w_ss1 == 0 or self.model.mask_head,

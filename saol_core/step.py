@@ -91,10 +91,16 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 
 
 def make_optimizer(cfg: ExperimentConfig, model: torch.nn.Module, steps_per_epoch: int, total_steps: int):
-    """SGD (lr scaled to the global batch when ``optim.lr_ref_batch`` is set) and its per-step LambdaLR."""
+    """SGD (lr scaled to the global batch when ``optim.lr_ref_batch`` is set; the heads' lr ``optim.head_lr_mult``
+    times the backbone's, in a second parameter group) and its per-step LambdaLR."""
     o = cfg.optim
     lr = o.lr * (cfg.train.batch_size / o.lr_ref_batch if o.lr_ref_batch else 1.0)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=o.momentum, nesterov=o.nesterov,
+    groups = [{"params": list(model.parameters())}]
+    if o.head_lr_mult != 1.0:
+        backbone = {id(p) for p in model.backbone.parameters()}
+        groups = [{"params": [p for p in model.parameters() if id(p) in backbone]},
+                  {"params": [p for p in model.parameters() if id(p) not in backbone], "lr": lr * o.head_lr_mult}]
+    optimizer = torch.optim.SGD(groups, lr=lr, momentum=o.momentum, nesterov=o.nesterov,
                                 weight_decay=o.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, total_steps, steps_per_epoch, o))

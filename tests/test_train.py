@@ -148,3 +148,26 @@ def test_cli_takes_flags_before_or_after_the_overrides(capsys):
         with pytest.raises(SystemExit) as stop:
             train_main(argv)
         assert stop.value.code == 2 and "train.epochs must be >= 1" in capsys.readouterr().err
+
+
+def test_head_lr_mult_steps_heads_and_backbone_at_their_own_lr():
+    """One SGD step (no momentum, no decay) with optim.head_lr_mult=10: every backbone weight moves by
+    -lr * grad, every head weight by -10 * lr * grad (computed by hand from the same gradients)."""
+    from saol_core.config import make_config
+    from saol_core.model import build_model
+    from saol_core.step import make_optimizer
+    cfg = make_config(None, ["optim.lr=0.01", "optim.head_lr_mult=10", "optim.momentum=0", "optim.nesterov=false",
+                             "optim.weight_decay=0", "model.head_channels=8"])
+    torch.manual_seed(0)
+    model = build_model(cfg.model, 10)
+    optimizer, scheduler = make_optimizer(cfg, model, 10, 100)
+    out = model(torch.randn(4, 3, 32, 32))
+    (out.saol_log_probs.sum() + out.gap_logits.sum()).backward()
+    before = {n: (p.detach().clone(), p.grad.clone()) for n, p in model.named_parameters()}
+    optimizer.step()
+    assert [g["lr"] for g in optimizer.param_groups] == [0.01, pytest.approx(0.1)]
+    for name, p in model.named_parameters():
+        w, g = before[name]
+        lr = 0.01 if name.startswith("backbone.") else 0.1
+        torch.testing.assert_close(p.detach(), w - lr * g, msg=name)
+    assert len(make_optimizer(make_config(None, []), model, 10, 100)[0].param_groups) == 1
