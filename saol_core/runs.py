@@ -117,8 +117,10 @@ def _cpu_name() -> str:
 
 
 def hardware_record(device: torch.device | str | None = None) -> dict:
-    """What the numbers were measured on: CPU, thread count, GPU name if any."""
-    rec = {"cpu": _cpu_name(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    """What the numbers were measured on: CPU, the vector instructions torch uses on it (AVX2, AVX512, ...:
+    the same CPU name covers machines that differ several-fold), thread count, GPU name if any."""
+    rec = {"cpu": _cpu_name(), "cpu_count": os.cpu_count(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+           "torch_threads": torch.get_num_threads()}
     if torch.cuda.is_available():
         rec["gpu"] = torch.cuda.get_device_name(device if device is not None and
                                                 torch.device(device).type == "cuda" else None)

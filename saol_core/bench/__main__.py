@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     add_fractions(rows, peak["peak"])
 
     hw = hardware_record(device)
-    label = (f"{hw['gpu']}" if device.type == "cuda" else f"CPU {hw['cpu']} ({hw['cpu_count']} cores)")
+    label = (f"{hw['gpu']}" if device.type == "cuda" else f"CPU {hw['cpu']} ({hw['cpu_count']} cores, {hw['cpu_capability']})")
     env = {"hardware": hw, "device_label": label, "peak": peak, "peak_dtype": str(peak_dtype).split(".")[-1],
            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "load": (load0, os.getloadavg()[0])}

@@ -21,6 +21,14 @@ def metric_value(summary: dict, name: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
+def _hardware(record: dict) -> str | None:
+    """"AMD EPYC (2 cores, AVX2)" from a run's hardware record (older records lack the capability)."""
+    if not record:
+        return None
+    cores = f"{record['cpu_count']} cores" + (f", {record['cpu_capability']}" if record.get("cpu_capability") else "")
+    return f"{record['cpu']} ({cores})"
+
+
 def _run_time(summary: dict) -> float | None:
     """A finished run's wall time: its epochs (training + evaluation) and its localization scoring."""
     if summary.get("wall_time_s") is None:
@@ -43,7 +51,7 @@ def collect(study: Study, out: str | Path):
         lines.append({"run": run.name, "row": run.row, "variant": run.variant, "seed": run.seed,
                       "status": status, "notebook": str(notebook) if notebook.exists() else None,
                       "wall_time_s": _run_time(summary), "images_per_s": summary.get("images_per_s"),
-                      "hardware": f"{hardware['cpu']} ({hardware['cpu_count']} cores)" if hardware else None,
+                      "hardware": _hardware(hardware),
                       "threads": hardware.get("torch_threads"), "device": summary.get("device"),
                       "amp": summary.get("amp"),
                       **{m: metric_value(summary, m) if summary else None for m in metrics}})
