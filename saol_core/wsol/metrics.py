@@ -282,7 +282,7 @@ class SelectedThresholdEvaluator:
         if threshold is None:
             chooser = self.scored if self.selection is None else self.selection
             if chooser.num_images == 0:
-                raise RuntimeError("no image of the selection split was evaluated")
+                raise RuntimeError("no image was evaluated to choose the threshold from")
             threshold = chooser.compute()["best_threshold"]
         res = self.scored.compute(threshold)
         res["selection_images"] = float(self.selection.num_images if self.selection is not None else 0)
