@@ -67,8 +67,9 @@ class DataConfig:
     test_size: int = 1000
     """Digits only: number of test canvases."""
     seed: int = 0
-    """Digits only: seed of the generated canvases, independent of the run seed so that every seed of
-    a study trains and tests on the same images (the run seed still drives shuffling and augmentation)."""
+    """Seed of the data themselves, independent of the run seed so that every seed of a study trains and
+    tests on the same images (the run seed still drives shuffling and augmentation): the digits' canvases
+    and the images ``holdout_per_class`` holds out."""
     clutter: int = 4
     """Digits only: number of distractor fragments per canvas."""
     digit_scale: list[float] = field(default_factory=lambda: [0.3, 0.5])
@@ -84,6 +85,10 @@ class DataConfig:
     train_crop: Optional[int] = None
     """Streamed (large-image) datasets: side of the training RandomResizedCrop when it differs from
     ``image_size`` (e.g. fine-tuning at 160 px, evaluating at 224); None = image_size."""
+    holdout_per_class: int = 0
+    """File datasets: move this many training images of each class (drawn with ``data.seed``) out of
+    training and evaluate on them instead of the test split, to choose a recipe without looking at the
+    test images; 0 = off (the held-out images carry the boxes the training split has, if any)."""
     mean: Optional[list[float]] = None
     """Per-channel input normalization; None = the backbone's own (BACKBONE_INPUTS, filled in by
     make_config) or else the dataset's default (build_data)."""
@@ -231,6 +236,7 @@ class ExperimentConfig:
             (self.data.train_size >= 1 and self.data.test_size >= 1, "data.train_size and data.test_size must be >= 1"),
             (self.data.image_size >= 8, "data.image_size must be >= 8"),
             (self.data.train_crop is None or self.data.train_crop >= 8, "data.train_crop must be >= 8, or null"),
+            (self.data.holdout_per_class >= 0, "data.holdout_per_class must be >= 0 (0 = off)"),
             (self.wsol.eval_size >= 8 and 0 < self.wsol.cam_step < 1 and self.wsol.select_per_class >= 0,
              "wsol.eval_size must be >= 8, wsol.cam_step in (0, 1), wsol.select_per_class >= 0"),
             ((self.data.mean is None) == (self.data.std is None)

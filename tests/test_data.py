@@ -13,11 +13,12 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
-from saol_core.config import DataConfig
+from saol_core.config import ConfigError, DataConfig
 from saol_core.data import DataBundle, DatasetError, build_data
 from saol_core.data import files as files_module
 from saol_core.data.common import rank_positions
 from saol_core.data.digits import make_digits, source_digits, source_split
+from saol_core.data.layouts import FileSplit, Layout, hold_out
 from saol_core.data.resident import DeviceLoader
 from saol_core.data.stream import TrainTransform
 
@@ -405,3 +406,41 @@ def test_shared_cub200_50(tmp_path):
     assert (boxes >= 0).all() and (boxes <= 224).all() and (boxes[:, 2] > boxes[:, 0]).all()
     x, y, idx = next(iter(b.test.epoch(0)))
     assert x.shape == (8, 3, 224, 224) and torch.equal(y, b.test.labels[idx])
+
+
+def test_holdout_moves_the_same_images_per_class_out_of_training(small_folder, tmp_path):
+    root, images = small_folder
+    common = dict(dataset="folder", root=str(root), image_size=16, cache_dir=str(tmp_path / "cache"))
+    full = build_data(DataConfig(**common), seed=0, batch_size=2)
+    held = build_data(DataConfig(**common, holdout_per_class=2), seed=0, batch_size=2)
+    assert held.train.size == 6 and held.test.size == 4 and held.test_boxes is None
+    assert torch.equal(held.test.labels.sort().values, torch.tensor([0, 0, 1, 1]))
+    # the held-out and kept images are the original training images, each exactly once, none from test
+    train_rows = {bytes(img.numpy()) for img in full.train.images}
+    parts = [bytes(img.numpy()) for img in torch.cat([held.train.images, held.test.images])]
+    assert len(set(parts)) == 10 and set(parts) == train_rows
+    assert not set(parts) & {bytes(img.numpy()) for img in full.test.images}
+    # data.seed picks them, the run seed does not
+    other_run = build_data(DataConfig(**common, holdout_per_class=2), seed=5, batch_size=2)
+    assert torch.equal(other_run.test.images, held.test.images)
+    other_data = build_data(DataConfig(**common, holdout_per_class=2, seed=1), seed=0, batch_size=2)
+    assert not torch.equal(other_data.test.images, held.test.images)
+    with pytest.raises(ConfigError, match="holdout_per_class=5 leaves a class without training images"):
+        build_data(DataConfig(**common, holdout_per_class=5), seed=0, batch_size=2)
+    with pytest.raises(ConfigError, match="for file datasets"):
+        build_data(DataConfig(dataset="digits", holdout_per_class=1), seed=0, batch_size=2)
+
+
+def test_holdout_carries_each_images_boxes_and_size_along():
+    paths = [Path(f"{k}.jpg") for k in range(9)]
+    labels = np.array([0, 1, 2] * 3)
+    boxes = [np.array([[k, k, k + 1, k + 1]], float) for k in range(9)]
+    sizes = np.arange(18).reshape(9, 2)
+    split = FileSplit(paths, labels, boxes, sizes)
+    moved = hold_out(Layout(split, FileSplit([], labels[:0]), ["a", "b", "c"]), 1, seed=3)
+    assert len(moved.test.paths) == 3 and len(moved.train.paths) == 6
+    assert sorted(moved.test.labels.tolist()) == [0, 1, 2]
+    for part in (moved.train, moved.test):
+        for path, label, box, size in zip(part.paths, part.labels, part.boxes, part.sizes):
+            k = int(path.stem)
+            assert label == labels[k] and box[0, 0] == k and tuple(size) == (2 * k, 2 * k + 1)

@@ -29,7 +29,7 @@ from .common import (CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, DataBun
 from .digits import CLASS_NAMES as DIGIT_NAMES
 from .digits import make_digits
 from .files import UnreadableImages, decoded_cached, image_size_of, is_archive, raise_all, unpack_once
-from .layouts import LAYOUTS, FileSplit, Layout, read_cub, read_folder, read_imagenet, read_wsol, require
+from .layouts import LAYOUTS, FileSplit, Layout, hold_out, read_cub, read_folder, read_imagenet, read_wsol, require
 from .resident import DeviceLoader
 from .stream import EvalTransform, StreamLoader, TrainTransform
 
@@ -50,6 +50,9 @@ def build_data(cfg: DataConfig, *, seed: int, batch_size: int, device: torch.dev
     if cfg.train_crop is not None and cfg.dataset in ("digits", "cifar10", "cifar100"):
         raise ConfigError(f"data.train_crop is for streamed large-image datasets; {cfg.dataset} trains at "
                           f"data.image_size: remove data.train_crop")
+    if cfg.holdout_per_class and cfg.dataset not in READERS:
+        raise ConfigError(f"data.holdout_per_class is for file datasets ({', '.join(READERS)}); {cfg.dataset} "
+                          f"has none: set it to 0")
     if cfg.dataset == "digits":
         return _digits(cfg, **common)
     if cfg.dataset in ("cifar10", "cifar100"):
@@ -144,6 +147,8 @@ def _files(cfg: DataConfig, **common) -> DataBundle:
     if is_archive(root):
         root = unpack_once(root, cache_dir)
     layout: Layout = READERS[cfg.dataset](root)
+    if cfg.holdout_per_class:
+        layout = hold_out(layout, cfg.holdout_per_class, cfg.seed)
     S = cfg.image_size
     resident = cfg.device_resident
     if resident is None:

@@ -32,6 +32,20 @@ class DatasetError(RuntimeError):
     """Missing, empty, corrupt or wrongly laid out data; the message names the path and the expected layout."""
 
 
+def selection_mask(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray | None:
+    """(N,) bool: ``per_class`` images of each class (all of a class that has fewer), drawn with ``seed``
+    alone, so every run of a study holds out the same images; None for ``per_class`` 0."""
+    if per_class == 0:
+        return None
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(len(labels), bool)
+    for k in np.unique(labels):
+        members = np.flatnonzero(labels == k)
+        mask[rng.permutation(members)[:per_class]] = True
+    return mask
+
+
 def data_root(dataset: str, root: str | None) -> Path | None:
     """Where ``data.root`` points: ``$SAOL_DATA`` (default ``data``) and other ``$VAR``s expanded; None
     = the dataset's default under $SAOL_DATA (``config.DEFAULT_ROOTS``). Raises DatasetError for an

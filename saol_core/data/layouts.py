@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import DatasetError
+from ..config import ConfigError
+from .common import DatasetError, selection_mask
 from .files import IMAGE_EXTENSIONS
 
 FOLDER_LAYOUT = "<root>/train/<class>/*.jpg and <root>/test/<class>/*.jpg (or val/ instead of test/)"
@@ -39,6 +40,25 @@ class Layout:
     train: FileSplit
     test: FileSplit
     class_names: list[str]
+
+
+def _subset(split: FileSplit, keep: np.ndarray) -> FileSplit:
+    return FileSplit([p for p, k in zip(split.paths, keep) if k], split.labels[keep],
+                     None if split.boxes is None else [b for b, k in zip(split.boxes, keep) if k],
+                     None if split.sizes is None else split.sizes[keep])
+
+
+def hold_out(layout: Layout, per_class: int, seed: int) -> Layout:
+    """``layout`` with ``per_class`` training images of each class (``selection_mask`` with ``seed``) moved
+    out of training to become the test split: a validation split that leaves the test images unseen."""
+    held = selection_mask(layout.train.labels, per_class, seed)
+    kept = np.bincount(layout.train.labels[~held], minlength=len(layout.class_names))
+    present = np.bincount(layout.train.labels, minlength=len(layout.class_names)) > 0
+    if (present & (kept == 0)).any():
+        fewest = int(np.bincount(layout.train.labels)[present].min())
+        raise ConfigError(f"data.holdout_per_class={per_class} leaves a class without training images (the "
+                          f"smallest has {fewest}); choose fewer than {fewest}")
+    return Layout(_subset(layout.train, ~held), _subset(layout.train, held), layout.class_names)
 
 
 def require(path: Path, layout: str, what: str = "") -> Path:

@@ -164,7 +164,7 @@ def load_study(path: str | Path) -> Study:
                               f"variants: {[v.name for v in variants]}")
         if c.delta_to is not None and c.delta_to not in labels:
             raise ConfigError(f"{path}: column {c.label!r}: delta_to {c.delta_to!r} is not a column {labels}")
-    papers = {"paper": spec.get("paper") or {}} if "papers" not in spec else spec["papers"]
+    papers = {"paper": spec.get("paper") or {}} if "papers" not in spec else (spec["papers"] or {})
     if not isinstance(papers, dict) or not all(isinstance(v, dict) for v in papers.values()):
         raise ConfigError(f"{path}: study.papers must map a reference name to {{row: values}}")
     for ref, table in papers.items():

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..config import ConfigError, ModelConfig, WsolConfig
+from ..data.common import selection_mask
 from ..macs import build_meta, count_macs
 from .maps import available_kinds, evaluate_localization
 
@@ -34,20 +35,6 @@ def method_gmacs(model_cfg: ModelConfig, num_classes: int, image_size: int) -> d
         return count_macs(build_meta(cfg, num_classes), image_size)[1] / 1e9
     gap, saol = gmacs("gap"), gmacs("saol")
     return {"saol": saol, "attention": saol, "spatial": saol, "cam": gap, "gradcam": gap}
-
-
-def selection_mask(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray | None:
-    """(N,) bool: ``per_class`` images of each class (all of a class that has fewer), drawn with ``seed``
-    alone, so every run of a study holds out the same images; None for ``per_class`` 0."""
-    if per_class == 0:
-        return None
-    labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    mask = np.zeros(len(labels), bool)
-    for k in np.unique(labels):
-        members = np.flatnonzero(labels == k)
-        mask[rng.permutation(members)[:per_class]] = True
-    return mask
 
 
 def scoring_split(data, cfg: WsolConfig) -> np.ndarray | None:
