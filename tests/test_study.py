@@ -280,10 +280,10 @@ def test_committed_notebooks_are_clean_and_parameterized():
 def test_rows_may_run_a_subset_of_the_seeds():
     study = st.load_study("params/cifar10_resnet20.yaml")
     runs = st.expand(study)
-    assert len(runs) == 4 * 5 + 6 * 3  # main rows 5 seeds; precision check and ablations 3
+    assert len(runs) == 4 * 5 + 7 * 3  # main rows 5 seeds; precision and hardware checks and ablations 3
     assert {r.seed for r in runs if r.row == "saol_ce"} == {0, 1, 2}
     smoke = st.expand(st.load_study("params/smoke/cifar10_resnet20.yaml"))
-    assert len(smoke) == 10 and {r.seed for r in smoke} == {0}
+    assert len(smoke) == 11 and {r.seed for r in smoke} == {0}
 
 
 def test_comparisons_pair_seeds_and_references_show_beside_ours(tmp_path):
