@@ -128,12 +128,12 @@ def test_paper_numbers_match_the_printed_deltas():
         assert ours == deltas, name
 
 
-def fake_run(runs_dir: Path, name: str, final: dict | None, history: list[dict] = ()) -> None:
+def fake_run(runs_dir: Path, name: str, final: dict | None, history: list[dict] = (), **summary) -> None:
     folder = runs_dir / name
     folder.mkdir(parents=True)
     if final is not None:
         (folder / "summary.json").write_text(json.dumps({"finished": True, "final": final, "wall_time_s": 1.0,
-                                                         "images_per_s": 10.0}))
+                                                         "images_per_s": 10.0, **summary}))
     else:
         (folder / "checkpoint.pt").write_bytes(b"")  # interrupted: resumable
     (folder / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
@@ -375,3 +375,19 @@ def test_cell_of_a_metric_list_shows_the_metrics_a_row_has(tmp_path):
     assert gap.split(" | ")[1:3] == ["— / 40.00 [n=1]", "— / 49.41"]
     saol = next(line for line in md.splitlines() if line.startswith("| SAOL + CutMix (+"))
     assert saol.split(" | ")[1:3] == ["45.00 / 41.00 [n=1]", "52.39 / —"]
+
+
+def test_report_accounts_run_time_per_device(tmp_path):
+    study = st.load_study(make_study(tmp_path, seeds=[0]))
+    runs_dir = tmp_path / "out/runs"
+    cpu = {"cpu": "AMD EPYC", "cpu_count": 2, "cpu_capability": "AVX2", "torch_threads": 2}
+    gpu = {"cpu": "Xeon", "cpu_count": 16, "torch_threads": 1, "gpu": "NVIDIA H200"}
+    fake_run(runs_dir, "a-gap-s0", {"gap_top1": 1.0}, wall_time_s=3600.0, device="cpu", hardware=cpu, amp="fp32")
+    fake_run(runs_dir, "a-saol-s0", {"gap_top1": 1.0}, wall_time_s=1800.0, device="cuda:0", hardware=gpu, amp="bf16")
+    fake_run(runs_dir, "b-gap-s0", {"gap_top1": 1.0}, wall_time_s=900.0, device="cuda", hardware=gpu, amp="bf16")
+    results = st.collect(study, tmp_path / "out")
+    text = st.write_report(study, tmp_path / "out", st.summarize(study, results), results, {}).read_text()
+    assert ("3/4 runs finished on AMD EPYC (2 cores, AVX2), cpu, 2 thread(s), fp32; Xeon (16 cores) + NVIDIA H200, "
+            "cuda, 1 thread(s), bf16; 1.75 h of run wall time: 1.00 h in 1 cpu run (2.00 thread-hours), 0.75 h in "
+            "2 cuda runs.") in text
+    assert "| `a-saol-s0` | finished | cuda | 1800.00 |" in text and "| `b-saol-s0` | new | — | — |" in text

@@ -22,11 +22,28 @@ def metric_value(summary: dict, name: str) -> float | None:
 
 
 def _hardware(record: dict) -> str | None:
-    """"AMD EPYC (2 cores, AVX2)" from a run's hardware record (older records lack the capability)."""
+    """"AMD EPYC (2 cores, AVX2)", "... + NVIDIA H200" where a GPU was visible, from a run's hardware record
+    (older records lack the capability)."""
     if not record:
         return None
     cores = f"{record['cpu_count']} cores" + (f", {record['cpu_capability']}" if record.get("cpu_capability") else "")
-    return f"{record['cpu']} ({cores})"
+    return f"{record['cpu']} ({cores})" + (f" + {record['gpu']}" if record.get("gpu") else "")
+
+
+def _run_times(done) -> str:
+    """Finished runs' wall time by device type, with CPU thread-hours: "1.50 h of run wall time: 1.00 h in 2
+    cpu runs (2.00 thread-hours), 0.50 h in 1 cuda run"."""
+    parts, total = [], 0.0
+    for device, runs in done.groupby(done.device.fillna("?"), sort=True):
+        timed = [r for r in runs.itertuples() if not _missing(r.wall_time_s)]
+        hours = sum(float(r.wall_time_s) for r in timed) / 3600
+        total += hours
+        text = f"{hours:.2f} h in {len(runs)} {device} run{'s' if len(runs) != 1 else ''}"
+        if device == "cpu":
+            threads = sum(float(r.wall_time_s) * int(r.threads) for r in timed if not _missing(r.threads)) / 3600
+            text += f" ({threads:.2f} thread-hours)"
+        parts.append(text)
+    return f"{total:.2f} h of run wall time: " + ", ".join(parts) if parts else "no finished run"
 
 
 def _run_time(summary: dict) -> float | None:
@@ -52,7 +69,8 @@ def collect(study: Study, out: str | Path):
                       "status": status, "notebook": str(notebook) if notebook.exists() else None,
                       "wall_time_s": _run_time(summary), "images_per_s": summary.get("images_per_s"),
                       "hardware": _hardware(hardware),
-                      "threads": hardware.get("torch_threads"), "device": summary.get("device"),
+                      "threads": hardware.get("torch_threads"),
+                      "device": summary["device"].split(":")[0] if summary.get("device") else None,
                       "amp": summary.get("amp"),
                       **{m: metric_value(summary, m) if summary else None for m in metrics}})
     return pd.DataFrame(lines)
@@ -232,26 +250,24 @@ def write_report(study: Study, out: str | Path, summary, results, figures: dict[
                    "reference with a number), *contradicted* = it excludes 0 on the other side, *unresolved* = "
                    "it includes 0 (a difference inside the noise of these seeds)."]
     done = results[results.status == "finished"]
-    cpu_s = sum(float(r.wall_time_s) * int(r.threads) for r in done.itertuples()
-                if not _missing(r.wall_time_s) and not _missing(r.threads))
     rel = _rel(out, ROOT)
     parts = [f"# {study.title}", "", f"Source: {study.source}", ""]
     if study.setting:
         parts += [study.setting.strip(), ""]
     parts += [f"Study `{study.path}`: {len(done)}/{len(results)} runs finished on {_machine(results)}; "
-              f"{sum(float(w) for w in done.wall_time_s if not _missing(w)) / 3600:.2f} h of run wall time, "
-              f"{cpu_s / 3600:.2f} thread-hours.", "",
+              f"{_run_times(done)}.", "",
               f"Regenerate this page from the committed run records: `python -m saol_core.study {study.path} "
               f"--out {rel} --table-only`. Run or resume the missing runs: `python -m saol_core.study "
               f"{study.path} --out {rel}`.", "", *tables, ""]
     for title, path in figures.items():
         parts += [f"### {title}", "", f"![{title}]({_rel(project_path(path), out)})", ""]
     parts += ["### Runs", "", "Wall time: the run's epochs (training and evaluation) and, where it is scored, its "
-              "localization.", "", "| run | status | wall time (s) | train images/s | executed notebook |",
-              "|---|---|---|---|---|"]
+              "localization.", "", "| run | status | device | wall time (s) | train images/s | executed notebook |",
+              "|---|---|---|---|---|---|"]
     for r in results.itertuples():
         nb = "—" if _missing(r.notebook) else f"[{Path(r.notebook).name}]({_rel(r.notebook, out)})"
-        parts.append(f"| `{r.run}` | {r.status} | {_num(r.wall_time_s)} | {_num(r.images_per_s)} | {nb} |")
+        device = "—" if _missing(r.device) else r.device
+        parts.append(f"| `{r.run}` | {r.status} | {device} | {_num(r.wall_time_s)} | {_num(r.images_per_s)} | {nb} |")
     atomic_write_text(out / "table.md", f"## {study.title}\n\n" + "\n".join(tables) + "\n")
     atomic_write_text(out / "README.md", "\n".join(parts) + "\n")
     return out / "README.md"
