@@ -52,10 +52,10 @@ def hold_out(layout: Layout, per_class: int, seed: int) -> Layout:
     """``layout`` with ``per_class`` training images of each class (``selection_mask`` with ``seed``) moved
     out of training to become the test split: a validation split that leaves the test images unseen."""
     held = selection_mask(layout.train.labels, per_class, seed)
+    counts = np.bincount(layout.train.labels, minlength=len(layout.class_names))
     kept = np.bincount(layout.train.labels[~held], minlength=len(layout.class_names))
-    present = np.bincount(layout.train.labels, minlength=len(layout.class_names)) > 0
-    if (present & (kept == 0)).any():
-        fewest = int(np.bincount(layout.train.labels)[present].min())
+    if ((counts > 0) & (kept == 0)).any():
+        fewest = int(counts[counts > 0].min())
         raise ConfigError(f"data.holdout_per_class={per_class} leaves a class without training images (the "
                           f"smallest has {fewest}); choose fewer than {fewest}")
     return Layout(_subset(layout.train, ~held), _subset(layout.train, held), layout.class_names)
