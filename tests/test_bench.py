@@ -2,6 +2,8 @@
 
 No wall-clock assertion: ``timed`` is replaced by a script of known durations wherever numbers matter.
 """
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -137,6 +139,73 @@ def test_pipelines_ratio_from_scripted_epochs():
     assert out["ips"]["conventional"].values == [16.0, 8.0, 32.0]
     assert out["ips"]["resident"].values == [32.0, 32.0, 32.0 / 1.5]
     assert out["ratio"] == pytest.approx(32.0 / 16.0)
+
+
+def test_official_loop_pipelines_alternate_and_compare_to_it():
+    """Order per repeat: conventional, resident, official loop, resident (fp32) (bf16 only)."""
+    it = iter([9.0] * 4 + [2.0, 1.0, 4.0, 2.0] + [2.0, 1.0, 2.0, 2.0] + [4.0, 1.0, 4.0, 1.0])
+
+    def fake_timed(fn, device):
+        fn()
+        return next(it)
+    with warnings.catch_warnings():  # bf16 on a CPU without native bf16 warns (emulated): not under test
+        warnings.simplefilter("ignore", RuntimeWarning)
+        out = bench.bench_pipelines(_args(batch_size=16, official_loop=True, bf16=True), torch.device("cpu"),
+                                    clock=fake_timed)
+    assert list(out["ips"]) == ["conventional", "resident", "official loop", "resident (fp32)"]
+    assert out["ips"]["official loop"].values == [8.0, 16.0, 8.0]
+    assert out["vs_official"]["resident"] == pytest.approx(32.0 / 8.0)
+    assert out["vs_official"]["resident (fp32)"] == pytest.approx(16.0 / 8.0)
+    assert out["precision"] == "bf16 autocast"
+    section = bench.render_section("k", "cmd", _env(), {"workers": 0}, [], out)
+    assert "the official loop (fp32) = 4.00x (goal >= 2.0x): met; at the same precision (fp32): 2.00x" in section
+    assert "| the official loop: conventional data + its ResNet and step (fp32, NCHW) | 8 [8-16] | 0.50 | 1.00 |" in section
+
+
+def test_official_loop_needs_a_cifar_resnet():
+    with pytest.raises(ValueError, match="resnet20/32/44/56/110"):
+        bench.bench_pipelines(_args(official_loop=True, conventional_backbone="wrn16_4"), torch.device("cpu"))
+
+
+def _env():
+    hw = {"cpu": "X", "cpu_count": 2, "torch_threads": 2}
+    return {"hardware": hw, "device_label": "CPU X", "peak": {"peak": 1e9}, "peak_dtype": "float32",
+            "date": "d", "load": (0.0, 0.0)}
+
+
+def test_peer_resnet_is_ours_plus_projection_shortcuts():
+    """Same widths and depth as this project's option-A ResNet; only the two 1x1-conv + BN shortcuts differ."""
+    from saol_core.backbones import build_backbone
+    from saol_core.bench.official import PeerResNet
+    for depth in (20, 56):
+        peer = PeerResNet(depth, 10)
+        ours = sum(p.numel() for p in build_backbone(f"resnet{depth}").parameters()) + 64 * 10 + 10
+        shortcuts = (16 * 32 + 2 * 32) + (32 * 64 + 2 * 64)
+        assert sum(p.numel() for p in peer.parameters()) == ours + shortcuts
+    assert sum(p.numel() for p in PeerResNet(20, 10).parameters()) == 272_474  # the usual "0.27 M"
+    assert PeerResNet(20, 7)(torch.randn(2, 3, 32, 32)).shape == (2, 7)
+    with pytest.raises(ValueError, match="6n"):
+        PeerResNet(18, 10)
+
+
+def test_official_step_loss_and_logged_errors():
+    """lam * CE(y) + (1 - lam) * CE(y[perm]) from log-softmax by hand; errors from the ranked logits."""
+    from saol_core.bench.official import OfficialStep
+    torch.manual_seed(0)
+    step = OfficialStep(20, 10, torch.device("cpu"))
+    images, labels = torch.randn(8, 3, 32, 32), torch.arange(8) % 10
+    mix = bench.official_cutmix(images.clone(), 1.0, 1.0, np.random.RandomState(3))
+    before = [p.detach().clone() for p in step.model.parameters()]
+    with torch.no_grad():
+        logits = step.model.train()(mix.images)  # BN in train mode, as in the step (its running stats move too)
+    logp = logits.double().log_softmax(1)
+    want = -(mix.lam * logp[torch.arange(8), labels].mean() + (1 - mix.lam) * logp[torch.arange(8), labels[mix.perm]].mean())
+    loss = step(mix.images, labels, mix)
+    assert mix.applied and loss == pytest.approx(want.item(), rel=1e-5)
+    rank = (logits > logits.gather(1, labels[:, None])).sum(1)  # classes ranked above the true one
+    assert step.top1_err == pytest.approx(100 * (rank >= 1).float().mean().item())
+    assert step.top5_err == pytest.approx(100 * (rank >= 5).float().mean().item())
+    assert all(not torch.equal(a, b) for a, b in zip(before, step.model.parameters()) if b.grad is not None)
 
 
 def test_report_update_keeps_other_sections(tmp_path):

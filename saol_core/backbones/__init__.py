@@ -32,7 +32,7 @@ from .pyramidnet import PyramidNet
 from .shakedrop import ShakeDrop
 from .wrn import WideResNet
 
-__all__ = ["Backbone", "ShakeDrop", "available_backbones", "build_backbone", "load_pretrained"]
+__all__ = ["Backbone", "ShakeDrop", "available_backbones", "build_backbone", "cifar_resnet_depth", "load_pretrained"]
 
 _CIFAR_RESNET_DEPTHS = (20, 32, 44, 56, 110)
 IMAGENET = "imagenet"  # pretrained=imagenet: the library's own ImageNet-1k weights
@@ -47,14 +47,20 @@ def available_backbones() -> list[str]:
             "pyramidnet200_240"] + list(IMAGENET_CONFIGS) + ["efficientnet_lite0"])
 
 
+def cifar_resnet_depth(name: str) -> int | None:
+    """The depth of a CIFAR ResNet registry name (``resnet20`` -> 20), None for any other net."""
+    m = re.fullmatch(r"resnet(\d+)", name)
+    return int(m[1]) if m and int(m[1]) in _CIFAR_RESNET_DEPTHS else None
+
+
 def _factory(name: str) -> tuple[Callable[..., Backbone], int, bool]:
     """(constructor taking (in_channels, last_stride, shakedrop), native output stride, uses shakedrop)."""
     if name in IMAGENET_CONFIGS:
         return (lambda c, s, p: TorchvisionResNet(name, c, dilate_last=s == 1)), 32, False
     if m := re.fullmatch(r"efficientnet_lite(\d)", name):
         return (lambda c, s, p: EfficientNetLite(int(m[1]), c, s)), 32, False
-    if (m := re.fullmatch(r"resnet(\d+)", name)) and int(m[1]) in _CIFAR_RESNET_DEPTHS:
-        return (lambda c, s, p: CifarResNet(int(m[1]), c, s)), 4, False
+    if depth := cifar_resnet_depth(name):
+        return (lambda c, s, p: CifarResNet(depth, c, s)), 4, False
     if m := re.fullmatch(r"wrn(\d+)_(\d+)", name):
         return (lambda c, s, p: WideResNet(int(m[1]), int(m[2]), c, last_stride=s)), 4, False
     if m := re.fullmatch(r"densenet_bc(\d+)(?:_(\d+))?", name):

@@ -31,13 +31,16 @@ class BasicBlock(nn.Module):
         # in place where the tensor is the block's own (BatchNorm's backward does not read its output):
         # the same values with fewer memory passes, as torchvision's blocks do
         out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)), inplace=True)))
-        # Option A: x[::s, ::s] picks the pixels the strided 3x3 conv is centred on.
+        out += self.shortcut(x)
+        return F.relu(out, inplace=True)
+
+    def shortcut(self, x: Tensor) -> Tensor:
+        """Option A: x[::s, ::s] (the pixels the strided 3x3 conv is centred on), zero-padded channels."""
         shortcut = x[:, :, :: self.stride, :: self.stride] if self.stride > 1 else x
         if self.extra_channels:
             half = self.extra_channels // 2
             shortcut = F.pad(shortcut, (0, 0, 0, 0, half, self.extra_channels - half))
-        out += shortcut
-        return F.relu(out, inplace=True)
+        return shortcut
 
 
 class CifarResNet(Backbone):

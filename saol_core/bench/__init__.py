@@ -2,6 +2,8 @@
 
     python -m saol_core.bench --backbones wrn40_2 resnet110 --steps 8 --repeats 3
     python -m saol_core.bench --backbones resnet20 --recipes gap+cutmix --conventional --mode train
+    python -m saol_core.bench --backbones resnet20 --recipes gap+cutmix --conventional --official-loop \
+        --e2e-data $SAOL_DATA/cifar10-jpeg.tar.gz
     python -m saol_core.bench --device cuda --bf16 --compile
 
 Recipes (``recipes.RECIPES``, each a ``make_config`` override set, trained by the training loop's own
@@ -28,10 +30,13 @@ matmul alone is not the device's best GEMM rate.
 ``--conventional``: the same model and batch size trained end to end (data + step) from (a) the public
 CutMix code's pipeline: a torch DataLoader over the uint8 images with per-image torchvision transforms
 and CutMix on the host batch, and (b) this project's device-resident loader + device CutMix; one full
-epoch of the offline digits set per repeat (worker start-up included, as in training).
+epoch of the offline digits set per repeat (worker start-up included, as in training). With
+``--official-loop`` also (c) the public code's whole loop, rewritten in ``official`` (its CIFAR ResNet
+with projection shortcuts, fp32, NCHW, its per-batch logging) on pipeline (a), and, with ``--bf16``,
+(b) in fp32 as well: the end-to-end ratio to the official loop in the chosen and in the same precision.
 
 Modules: ``measure`` (clock, repeats, ratios, peak), ``recipes`` (model-only rows, profiler
-breakdown), ``pipelines`` (conventional vs resident), ``report`` (reports/BENCHMARKS.md sections),
+breakdown), ``pipelines`` (conventional vs resident), ``official`` (the public CutMix loop's model and step), ``report`` (reports/BENCHMARKS.md sections),
 ``__main__`` (the command line).
 """
 from .measure import Stats, cost_ratio, flop_fraction, measure_peak, summarize, timed

@@ -43,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--mode", choices=["train", "infer", "both"], default=d.mode)
     ap.add_argument("--conventional", action="store_true", help="also time conventional vs resident pipelines")
     ap.add_argument("--conventional-backbone", default=d.conventional_backbone)
+    ap.add_argument("--official-loop", action="store_true",
+                    help="also time the public CutMix code's loop (its model and step; implies --conventional)")
     ap.add_argument("--e2e-images", type=int, default=d.e2e_images, help="training images per end-to-end epoch")
     ap.add_argument("--e2e-data", help="image folder or .tar.gz (ImageFolder layout, e.g. CIFAR-10) for the "
                                        "pipeline comparison; default: the offline digits set")
@@ -54,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     help="also time concurrent runs (CPU), e.g. 1x2 2x1: aggregate img/s of the first recipe")
     ap.add_argument("--out", default="reports/BENCHMARKS.md", help="report to update ('' = print only)")
     args = ap.parse_args(argv)
+    args.conventional |= args.official_loop
     command = "python -m saol_core.bench " + " ".join(sys.argv[1:] if argv is None else argv)
     if os.environ.get("SAOL_DATA"):  # the report names the data as users set it, not this machine's path
         command = command.replace(os.environ["SAOL_DATA"].rstrip("/"), "$SAOL_DATA")

@@ -1,5 +1,6 @@
 """End to end (data + training step): the public CutMix code's pipeline (DataLoader, per-image
-torchvision transforms, host CutMix) vs this project's device-resident loader + device CutMix."""
+torchvision transforms, host CutMix) vs this project's device-resident loader + device CutMix, and
+optionally the public code's whole loop (its pipeline + its model and step, ``official``)."""
 from __future__ import annotations
 
 import itertools
@@ -12,10 +13,12 @@ from PIL import Image
 from torch import Tensor
 from torchvision import transforms
 
+from ..backbones import cifar_resnet_depth
 from ..cutmix import CutMixBatch, cutmix
 from ..data import build_data
 from ..step import LossMeter
 from .measure import Clock, summarize, timed
+from .official import OfficialStep
 from .recipes import BenchSettings, bench_step, recipe_config
 
 
@@ -60,11 +63,20 @@ def official_cutmix(images: Tensor, p: float, beta: float, rng: np.random.Random
 def bench_pipelines(settings: BenchSettings, device: torch.device, clock: Clock = timed) -> dict:
     """End-to-end images/s (data + step) of the conventional and resident pipelines: per repeat one epoch
     of ``settings.e2e_images`` images (the offline digits set of that size, or that many images drawn
-    from the ``settings.e2e_data`` image folder, e.g. CIFAR-10, with its crop + flip augmentation)."""
-    cfg = recipe_config(settings.conventional_backbone, "gap+cutmix", batch_size=settings.batch_size,
-                        cutmix_prob=settings.cutmix_prob, device=str(device), bf16=settings.bf16,
-                        channels_last=settings.channels_last, compile=settings.compile,
-                        deterministic=not settings.nondeterministic)
+    from the ``settings.e2e_data`` image folder, e.g. CIFAR-10, with its crop + flip augmentation).
+
+    With ``settings.official_loop`` also the official loop (the conventional pipeline feeding
+    ``official.OfficialStep``: its ResNet of the same depth, fp32, NCHW) and, when the project's step runs
+    in bf16, the resident pipeline in fp32 too (the same-precision comparison). All pipelines alternate
+    within each repeat. ``ratio``: resident / conventional; ``vs_official``: each pipeline / official loop
+    (medians of images/s).
+    """
+    def config(bf16: bool):
+        return recipe_config(settings.conventional_backbone, "gap+cutmix", batch_size=settings.batch_size,
+                             cutmix_prob=settings.cutmix_prob, device=str(device), bf16=bf16,
+                             channels_last=settings.channels_last, compile=settings.compile,
+                             deterministic=not settings.nondeterministic)
+    cfg = config(settings.bf16)
     cfg.data.train_size, cfg.data.test_size = settings.e2e_images, settings.batch_size  # the test split is unused
     if settings.e2e_data:
         cfg.data.dataset, cfg.data.root = "folder", settings.e2e_data
@@ -91,12 +103,31 @@ def bench_pipelines(settings: BenchSettings, device: torch.device, clock: Clock 
             mix = CutMixBatch(x, None if mix.perm is None else mix.perm.to(device), mix.box, mix.lam, mix.applied)
             meter.add(step(x, labels.to(device, non_blocking=True), mix))
 
-    def resident(epoch: int) -> None:
-        mix_gen, meter = torch.Generator().manual_seed(epoch), LossMeter()
-        for images, labels, _ in itertools.islice(train.epoch(epoch), steps):
-            meter.add(step(images, labels, cutmix(images, p, beta, mix_gen)))
+    def resident(step) -> Callable[[int], None]:
+        def epoch_of(epoch: int) -> None:
+            mix_gen, meter = torch.Generator().manual_seed(epoch), LossMeter()
+            for images, labels, _ in itertools.islice(train.epoch(epoch), steps):
+                meter.add(step(images, labels, cutmix(images, p, beta, mix_gen)))
+        return epoch_of
 
-    pipelines = {"conventional": conventional, "resident": resident}
+    pipelines = {"conventional": conventional, "resident": resident(step)}
+    if settings.official_loop:
+        depth = cifar_resnet_depth(cfg.model.backbone)
+        if depth is None:
+            raise ValueError(f"the official loop's model is a CIFAR ResNet; --conventional-backbone "
+                             f"{cfg.model.backbone} is not one (use resnet20/32/44/56/110)")
+        torch.manual_seed(cfg.seed)
+        official_step = OfficialStep(depth, data.num_classes, device, cfg.optim.lr, cfg.optim.momentum,
+                                     cfg.optim.weight_decay)
+
+        def official(epoch: int) -> None:
+            rng = np.random.RandomState(epoch)
+            for images, labels in loader:
+                mix = official_cutmix(images.to(device), p, beta, rng)
+                official_step(mix.images, labels.to(device), mix)
+        pipelines["official loop"] = official
+        if settings.bf16:
+            pipelines["resident (fp32)"] = resident(bench_step(config(False), data.num_classes, device, steps))
     for fn in pipelines.values():  # warm-up epoch (allocator, oneDNN primitives, page cache)
         clock(lambda: fn(0), device)
     seconds: dict[str, list[float]] = {k: [] for k in pipelines}
@@ -107,4 +138,7 @@ def bench_pipelines(settings: BenchSettings, device: torch.device, clock: Clock 
     return {"backbone": cfg.model.backbone, "cutmix_prob": p, "images": n, "steps": steps,
             "data": Path(settings.e2e_data).name if settings.e2e_data else "offline digits",
             "augment": [type(x).__name__ for x in tf], "ips": ips,
-            "ratio": ips["resident"].median / ips["conventional"].median}
+            "ratio": ips["resident"].median / ips["conventional"].median,
+            "precision": "bf16 autocast" if settings.bf16 else "fp32",
+            "vs_official": ({k: v.median / ips["official loop"].median for k, v in ips.items()}
+                            if settings.official_loop else None)}

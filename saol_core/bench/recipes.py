@@ -67,6 +67,8 @@ class BenchSettings:
     """Image folder or .tar.gz (ImageFolder layout, e.g. CIFAR-10) for the pipeline comparison; None =
     the offline digits set."""
     e2e_repeats: int = 3
+    official_loop: bool = False
+    """Also time the public CutMix code's loop (its model and step) end to end (``official``)."""
     workers: int = 2
     """DataLoader workers of the conventional pipeline."""
 
