@@ -6,11 +6,9 @@ Huge nets run on the meta device (shape propagation only); small ones on real te
 import functools
 import importlib.util
 import math
-import os
 import sys
 import tarfile
 import types
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +20,8 @@ from torch import nn
 from saol_core.backbones import ShakeDrop, available_backbones, build_backbone, load_pretrained
 from saol_core.backbones.shakedrop import linear_drop_probs
 from saol_core.config import ConfigError
+
+from real_data import REAL_DATA, needs
 
 META = torch.device("meta")
 
@@ -500,12 +500,8 @@ def test_efficientnet_lite0_imagenet_weights_reproduce_the_package_logits():
         torch.testing.assert_close(value, state[key], rtol=0, atol=0)
 
 
-SHARED = Path(os.environ.get("SAOL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-
-
 @NEEDS_WEIGHTS
-@pytest.mark.skipif(not (SHARED / "imagenet20.tar.gz").exists(),
-                    reason=f"ImageNet-20 not found at {SHARED} (set SAOL_SHARED_DATA)")
+@needs("imagenet20.tar.gz")
 def test_efficientnet_lite0_classifies_real_imagenet_photos():
     """The first validation photo of each of the 20 classes, resized to 224 and scaled to [-1, 1]: the
     backbone + the ImageNet classifier equal the package network and name most of them (1000-way)."""
@@ -513,7 +509,7 @@ def test_efficientnet_lite0_classifies_real_imagenet_photos():
     net, state = _lite0_reference()
     backbone = build_backbone("efficientnet_lite0", pretrained="imagenet").eval()
     images, labels = [], []
-    with tarfile.open(SHARED / "imagenet20.tar.gz") as tar:
+    with tarfile.open(REAL_DATA / "imagenet20.tar.gz") as tar:
         label_of = dict(line.split(",") for line in
                         tar.extractfile("imagenet20/metadata/val/class_labels.txt").read().decode().split())
         firsts = {}

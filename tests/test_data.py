@@ -1,7 +1,6 @@
 """Numeric tests of saol_core.data: digits generator, device/stream loaders, layouts, caches, errors."""
 from __future__ import annotations
 
-import os
 import re
 import tarfile
 from pathlib import Path
@@ -22,8 +21,7 @@ from saol_core.data.layouts import FileSplit, Layout, hold_out
 from saol_core.data.resident import DeviceLoader
 from saol_core.data.stream import TrainTransform
 
-SHARED_DATA = Path(os.environ.get("SAOL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-
+from real_data import REAL_DATA, needs
 
 def collect(loader, epoch):
     xs, ys, idx = zip(*loader.epoch(epoch))
@@ -380,13 +378,12 @@ def test_errors_name_the_path(tmp_path, small_folder):
     assert not any((tmp_path / "c" / "unpacked").iterdir())  # the failed unpack left nothing behind
 
 
-# ---------------------------------------------------------------- real data (../shared/data)
+# ---------------------------------------------------------------- real data ($SAOL_DATA)
 
-@pytest.mark.skipif(not (SHARED_DATA / "cifar10-jpeg.tar.gz").is_file(),
-                    reason=f"shared dev data absent: {SHARED_DATA}/cifar10-jpeg.tar.gz (set SAOL_SHARED_DATA)")
+@needs("cifar10-jpeg.tar.gz")
 @pytest.mark.slow
 def test_shared_cifar10_jpeg(tmp_path):
-    b = build_data(DataConfig(dataset="folder", root=str(SHARED_DATA / "cifar10-jpeg.tar.gz"),
+    b = build_data(DataConfig(dataset="folder", root=str(REAL_DATA / "cifar10-jpeg.tar.gz"),
                               cache_dir=str(tmp_path)), seed=0, batch_size=128)
     assert (b.train.size, b.test.size, b.num_classes) == (50000, 10000, 10)
     assert torch.equal(torch.bincount(b.test.labels), torch.full((10,), 1000))
@@ -394,10 +391,9 @@ def test_shared_cifar10_jpeg(tmp_path):
     np.testing.assert_allclose(b.mean, [0.4914, 0.4822, 0.4465], atol=0.005)  # CIFAR-10's known channel means
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "cub200-50").is_dir(),
-                    reason=f"shared dev data absent: {SHARED_DATA}/cub200-50 (set SAOL_SHARED_DATA)")
+@needs("cub200-50")
 def test_shared_cub200_50(tmp_path):
-    b = build_data(DataConfig(dataset="cub", root=str(SHARED_DATA / "cub200-50"), image_size=224, workers=0,
+    b = build_data(DataConfig(dataset="cub", root=str(REAL_DATA / "cub200-50"), image_size=224, workers=0,
                               cache_dir=str(tmp_path)), seed=0, batch_size=8)
     assert (b.train.size, b.test.size, b.num_classes) == (1500, 1389, 50)
     assert len(b.test_boxes) == 1389 and all(bx.shape == (1, 4) for bx in b.test_boxes.boxes)

@@ -1,6 +1,5 @@
-"""Real-data smoke test: a few hundred steps on CIFAR-10 (JPEG q75, ../shared/data) learn, for the
+"""Real-data smoke test: a few hundred steps on CIFAR-10 (JPEG q75, in $SAOL_DATA) learn, for the
 GAP-FC baseline and for the full SAOL recipe (CutMix + SS1 + SS2 + SD). Skipped where the data is absent."""
-import os
 from pathlib import Path
 
 import pytest
@@ -8,12 +7,11 @@ import pytest
 from saol_core.config import make_config
 from saol_core.train import train
 
-SHARED = Path(os.environ.get("SAOL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-ARCHIVE = SHARED / "cifar10-jpeg.tar.gz"
+from real_data import REAL_DATA, needs
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not ARCHIVE.exists(), reason=f"CIFAR-10 JPEG archive not found at {ARCHIVE} "
-                                 "(set SAOL_SHARED_DATA to the folder holding cifar10-jpeg.tar.gz)")]
+ARCHIVE = REAL_DATA / "cifar10-jpeg.tar.gz"
+
+pytestmark = [pytest.mark.slow, needs("cifar10-jpeg.tar.gz")]
 
 STEPS = 300  # x batch 64 = 19,200 images, 0.4 epoch
 COMMON = ["data.dataset=folder", f"data.root={ARCHIVE}", "data.image_size=32", "model.backbone=resnet20",

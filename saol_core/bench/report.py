@@ -118,7 +118,6 @@ def render_section(key: str, command: str, env: dict, settings: dict, rows: list
             what = "training step (CutMix + forward + losses + backward + SGD)" if mode == "train" else "inference forward"
             parts += [f"### Model-only {what}, synthetic device-resident batches", "", rows_table(sub), ""]
     if pipes:
-        ips = pipes["ips"]
         parts += ["### End to end (data + training step): conventional vs device-resident pipeline", "",
                   f"{pipes['backbone']}, GAP-FC + CutMix p={pipes['cutmix_prob']:g}, {pipes['data']}, "
                   f"{pipes['images']} images ({pipes['steps']} steps) per repeat; conventional augmentation: "

@@ -17,7 +17,6 @@ from ..train import load_run, train
 from ..data.boxes import GroundTruthBoxes
 from .maps import center_gaussian
 from .metrics import SelectedThresholdEvaluator
-from .record import method_gmacs
 
 METHODS = {"saol": "SAOL (A⊙Y_k)", "cam": "CAM", "gradcam": "Grad-CAM", "center": "centre Gaussian (no model)"}
 """Map kinds of saol_core.wsol (and the no-model baseline) in the table's row order, with row labels."""

@@ -1,0 +1,16 @@
+"""The real datasets for the tests that use them: the folder ``$SAOL_DATA`` names, as for the package
+(default: the project's ignored ``data/``). Each such test is skipped with a reason where its data is absent."""
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL_DATA = ROOT / os.environ.get("SAOL_DATA", "data")  # an absolute $SAOL_DATA replaces ROOT
+
+
+def needs(name: str):
+    """Skip unless ``$SAOL_DATA/name`` (a file or folder) exists."""
+    return pytest.mark.skipif(not (REAL_DATA / name).exists(),
+                              reason=f"{name} not found in {REAL_DATA} (set SAOL_DATA to the folder that holds "
+                                     f"it; README: where data lives)")
