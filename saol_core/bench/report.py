@@ -121,7 +121,7 @@ def render_section(key: str, command: str, env: dict, settings: dict, rows: list
         parts += ["### End to end (data + training step): conventional vs device-resident pipeline", "",
                   f"{pipes['backbone']}, GAP-FC + CutMix p={pipes['cutmix_prob']:g}, {pipes['data']}, "
                   f"{pipes['images']} images ({pipes['steps']} steps) per repeat; conventional augmentation: "
-                  f"{', '.join(pipes['augment'])} per image in DataLoader workers + host CutMix "
+                  f"{', '.join(pipes['augment'])} per image in the DataLoader ({settings['workers']} workers) + host CutMix "
                   f"(the resident loader applies the same crop/flip as one gather on the device).", "",
                   pipelines_table(pipes, settings["workers"]), ""]
     if layouts:
