@@ -1,12 +1,13 @@
 """The real datasets for the tests that use them: the folder ``$SAOL_DATA`` names, as for the package
 (default: the project's ignored ``data/``). Each such test is skipped with a reason where its data is absent."""
-import os
 from pathlib import Path
 
 import pytest
 
+from saol_core.data.common import data_root
+
 ROOT = Path(__file__).resolve().parents[1]
-REAL_DATA = ROOT / os.environ.get("SAOL_DATA", "data")  # an absolute $SAOL_DATA replaces ROOT
+REAL_DATA = ROOT / data_root("folder", "$SAOL_DATA")  # an absolute $SAOL_DATA replaces ROOT
 
 
 def needs(name: str):
