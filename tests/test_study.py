@@ -307,6 +307,7 @@ def test_comparisons_pair_seeds_and_references_show_beside_ours(tmp_path):
     assert "| Row A | — | 90.00 | 94.00 | 92.13 ± 1.00 [n=3] | 91.00 (+1.00) | 95.00 |" in md
     report = st.write_report(study, tmp_path / "out", st.summarize(study, results), results, {}).read_text()
     assert "| SAOL − GAP | +1.13 [+0.33, +1.93] (n=3) | reproduced | +1.00 | +1.00 |" in report
+    assert "no correction for the 2 intervals in this table" in report and "about 0.1 of them" in report
     assert "--table-only" in report
 
 

@@ -244,11 +244,16 @@ def write_report(study: Study, out: str | Path, summary, results, figures: dict[
             + ", [n=runs]; the paper's numbers are means of its runs.")
     tables = [table, "", note]
     if study.comparisons:
-        tables += ["", comparisons_markdown(study, comparisons(study, results)), "",
+        compared = comparisons(study, results)
+        k = int(compared.lo.notna().sum()) if len(compared) else 0
+        tables += ["", comparisons_markdown(study, compared), "",
                    f"Paired Δ: mean over the seeds both rows finished of (a − b), with its {LEVEL:.0%} Student-t "
                    "interval. Verdict: *reproduced* = the interval excludes 0 on the paper's side (the first "
                    "reference with a number), *contradicted* = it excludes 0 on the other side, *unresolved* = "
-                   "it includes 0 (a difference inside the noise of these seeds)."]
+                   "it includes 0 (a difference inside the noise of these seeds). Each interval stands alone, "
+                   f"with no correction for the {k} intervals in this table: were no difference real, about "
+                   f"{k * (1 - LEVEL):.1f} of them would exclude 0 by chance, so a verdict whose interval ends "
+                   "near 0 is weak evidence."]
     done = results[results.status == "finished"]
     rel = _rel(out, ROOT)
     parts = [f"# {study.title}", "", f"Source: {study.source}", ""]
