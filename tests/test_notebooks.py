@@ -3,6 +3,7 @@ records with scrapbook are checked against the run folders / a recomputation (no
 """
 import json
 import math
+import shutil
 from pathlib import Path
 
 import papermill as pm
@@ -11,6 +12,7 @@ import scrapbook as sb
 import yaml
 
 from saol_core import study as st
+from saol_core import viz
 from saol_core.config import ModelConfig
 from saol_core.model import build_model
 
@@ -73,6 +75,13 @@ def test_02_table_collects_the_runs(trained_study, tmp_path):
     readme = (out / "README.md").read_text()
     assert "4/4 runs finished" in readme and (out / "figures/fig5.png").stat().st_size > 10_000
     assert (out / "table.md").read_text().count("[n=1]") == 6
+    source = viz.figure_source(out / "figures/fig5.png")
+    assert source == "resnet20_cutmix-saol-s0" and f"### Fig. 5-style maps of {source}" in readme  # the full method
+    # records without checkpoints (as committed): the kept figure still names the run it was drawn from
+    records = tmp_path / "records"
+    shutil.copytree(out, records, ignore=shutil.ignore_patterns("*.pt"))
+    run("02_table", tmp_path, PARAMS=str(path), OUT_DIR=str(records))
+    assert f"### Fig. 5-style maps of {source}" in (records / "README.md").read_text()
 
 
 def test_03_explorer_maps_are_distributions(trained_study, tmp_path):
