@@ -251,6 +251,47 @@ def results_plot(summary: pd.DataFrame, results: pd.DataFrame | None = None):
     return fig
 
 
+VERDICT_COLORS = {"reproduced": "C2", "contradicted": "C3", "differs": "C0"}
+
+
+def comparisons_plot(compared: pd.DataFrame):
+    """A forest plot of a study's comparisons: our paired a − b with its 95 % interval (coloured by verdict:
+    green reproduced, red contradicted, blue excludes 0 where the paper has no number, grey when the
+    interval includes 0 or one seed gives none) and the paper's a − b per reference model.
+
+    compared: ``saol_core.study.comparisons`` output (columns comparison, n, mean, lo, hi, verdict,
+    paper:<ref>); comparisons without a paired value are left as empty rows.
+    """
+    refs = [c for c in compared if c.startswith("paper:")]
+    markers = ["x", "+", "1", "*"]
+    with sns.axes_style("whitegrid"):
+        fig, ax = plt.subplots(figsize=(7.5, 0.36 * len(compared) + 1.4))
+        ax.axvline(0, color="0.3", lw=0.8)
+        for y, c in enumerate(compared.itertuples()):
+            if pd.isna(c.mean):
+                continue
+            lo, hi = (c.mean, c.mean) if pd.isna(c.lo) else (c.lo, c.hi)
+            color = VERDICT_COLORS.get(c.verdict, "0.45")
+            what = ("differs (no paper number)" if c.verdict == "differs" else c.verdict if c.verdict in VERDICT_COLORS
+                    else "one seed, no interval" if pd.isna(c.lo) else "interval includes 0")
+            ax.errorbar([c.mean], [y], xerr=[[c.mean - lo], [hi - c.mean]], fmt="o", color=color, capsize=3,
+                        label=f"ours, mean ± 95 % CI: {what}")
+        for j, ref in enumerate(refs):
+            values = compared[ref].astype(float)
+            if values.notna().any():
+                ax.scatter(values, np.arange(len(compared)), marker=markers[j % len(markers)], color=f"C{4 + j}",
+                           label=f"paper {ref.split(':', 1)[1]}", zorder=3)
+        ax.set_yticks(np.arange(len(compared)), [f"{c} (n={n})" for c, n in zip(compared.comparison, compared.n)],
+                      fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("a − b (points)", fontsize=8)
+        handles = dict(zip(*reversed(ax.get_legend_handles_labels())))
+        ax.legend(handles.values(), handles.keys(), fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12),
+                  ncol=min(len(handles), 3), frameon=False)
+        fig.tight_layout()
+    return fig
+
+
 def save(fig, path: str | Path, source: str | None = None) -> Path:
     """Write ``fig`` as a PNG; ``source`` (e.g. the run a map was drawn from) goes into the file's
     metadata, so a report regenerated after the checkpoint is gone can still name it."""

@@ -308,6 +308,17 @@ def test_comparisons_pair_seeds_and_references_show_beside_ours(tmp_path):
     report = st.write_report(study, tmp_path / "out", st.summarize(study, results), results, {}).read_text()
     assert "| SAOL − GAP | +1.13 [+0.33, +1.93] (n=3) | reproduced | +1.00 | +1.00 |" in report
     assert "no correction for the 2 intervals in this table" in report and "about 0.1 of them" in report
+    import matplotlib.colors as mcolors
+    from saol_core import viz
+    ax = viz.comparisons_plot(table.reset_index()).axes[0]
+    (lo, y0), (hi, y1) = ax.containers[0].lines[2][0].get_segments()[0]
+    assert (lo, hi, y0, y1) == pytest.approx((table.loc["SAOL − GAP", "lo"], table.loc["SAOL − GAP", "hi"], 0, 0))
+    assert mcolors.same_color(ax.containers[0].lines[0].get_color(), "C2")      # reproduced
+    assert mcolors.same_color(ax.containers[1].lines[0].get_color(), "0.45")    # interval includes 0
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["SAOL − GAP (n=3)", "B − A (n=3)"]
+    from matplotlib.collections import PathCollection
+    paper = [c.get_offsets() for c in ax.collections if isinstance(c, PathCollection)]  # per reference: (Δ, row)
+    assert [np.ma.compress_rows(np.ma.masked_invalid(p)).tolist() for p in paper] == [[[1.0, 0.0]], [[1.0, 0.0]]]
     assert "--table-only" in report
 
 
