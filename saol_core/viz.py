@@ -4,7 +4,7 @@
 - :func:`training_curves`: loss and test top-1 per epoch from metrics.jsonl (one run or a study).
 - :func:`attention_maps`: paper Fig. 5 — input, SAOL's attention A, spatial logits Y of the top-2
   classes and A (.) Y_k (the class-wise localization map of Sec. 4.2).
-- :func:`results_plot`: a study's cells, ours (mean ± std over seeds) beside the paper's numbers.
+- :func:`results_plot`: a study's cells, ours (per seed, mean with its 95 % interval) beside the paper's numbers.
 - :func:`explorer`: pick a run folder, two test images and a box; see the mixed input, A, Y and both
   heads' predictions update live.
 """
@@ -190,6 +190,8 @@ def results_plot(summary: pd.DataFrame, results: pd.DataFrame | None = None):
     """Every cell of a study: its per-seed values (dots), their mean with the 95 % t-interval of the mean
     (bar), and the paper's numbers (one marker per reference model); one panel per table column. A column
     of several metrics ("SAOL / CAM") draws each in its own colour, slightly offset, in the cell's order.
+    A paper number far from all of ours (see :func:`_paper_marks`) sits at the panel's edge with its value
+    printed, so that a gap of ten points does not squeeze our seeds into one spot.
 
     summary: ``saol_core.study.summarize`` output; results: ``saol_core.study.collect`` output (per-seed
     values; without it, mean ± std).
@@ -203,6 +205,7 @@ def results_plot(summary: pd.DataFrame, results: pd.DataFrame | None = None):
     several = summary.groupby(["row", "column"]).size().max() > 1
     ordinal = ["first", "second", "third", "fourth"]
     rows = list(dict.fromkeys(summary["row"]))
+    ours, papers = {}, {}
     with sns.axes_style("whitegrid"):
         wide = min(len(columns), 4)
         high = -(-len(columns) // wide)
@@ -231,24 +234,77 @@ def results_plot(summary: pd.DataFrame, results: pd.DataFrame | None = None):
                     if cell["n"] and not pd.isna(cell["mean"]):
                         half = (stats.t.ppf(0.975, cell["n"] - 1) * cell["std"] / np.sqrt(cell["n"])
                                 if results is not None and cell["n"] > 1 else cell["std"])
-                        ax.errorbar([cell["mean"]], [y + offset], xerr=[0 if pd.isna(half) else half], fmt="o",
-                                    color=color, capsize=3,
+                        half = 0.0 if pd.isna(half) else half
+                        ax.errorbar([cell["mean"]], [y + offset], xerr=[half], fmt="o", color=color, capsize=3,
                                     label=f"{what}, mean ± 95 % CI" if results is not None else f"{what}, mean ± std")
+                        seeds = [*seeds, cell["mean"] - half, cell["mean"] + half]
+                    ours.setdefault(ax, []).extend(seeds)
                 for j, ref in enumerate(refs):
                     if cells[ref].notna().any():
                         name = "paper" if ref == "paper" else f"paper {ref.split(':', 1)[1]}"
-                        ax.scatter(cells[ref].astype(float), np.arange(len(rows)) + offset,
-                                   marker=markers[j % len(markers)], color=f"C{3 + j}", label=name, zorder=3)
+                        shift = offset + (j - (len(refs) - 1) / 2) * 0.25
+                        papers.setdefault(ax, []).append((cells[ref].astype(float).to_numpy(),
+                                                          np.arange(len(rows)) + shift,
+                                                          dict(marker=markers[j % len(markers)], color=f"C{3 + j}",
+                                                               label=name, zorder=3)))
             labels = summary.drop_duplicates("row").set_index("row").loc[rows, "label"]
             ax.set_yticks(np.arange(len(rows)), labels, fontsize=8)
             ax.set_title(textwrap.fill(column, 48), fontsize=9)
             ax.set_xlabel(" / ".join(METRIC_LABELS.get(m, m) for m in metrics), fontsize=8)
+        _paper_marks(axes.flat[:len(columns)], ours, papers, share)
         axes[0, 0].invert_yaxis()
         handles = {l: h for ax in axes.flat for h, l in zip(*ax.get_legend_handles_labels())}
         fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(len(handles), 4), fontsize=7,
                    frameon=False)
     fig.tight_layout(rect=(0, (0.06 if len(handles) <= 4 else 0.1) / high, 1, 1))
     return fig
+
+
+def _paper_marks(axes, ours: dict, papers: dict, share: bool) -> None:
+    """Draw the paper's numbers of each panel. Our values span [lo, hi]; a paper number more than
+    max(2, hi - lo) points outside it is drawn in a margin at the panel's edge with its value printed beside
+    it, and the x-limits cover only ours and the near paper numbers (the union over panels that share x)."""
+    spans = {}
+    for ax in axes:
+        mine = [v for v in ours.get(ax, []) if np.isfinite(v)]
+        if not mine:
+            continue
+        theirs = np.concatenate([xs for xs, _, _ in papers.get(ax, [])] or [np.array([])])
+        theirs = theirs[np.isfinite(theirs)]
+        lo, hi = min(mine), max(mine)
+        reach = max(2.0, hi - lo)
+        near = theirs[(theirs >= lo - reach) & (theirs <= hi + reach)]
+        if len(near):
+            lo, hi = min(lo, near.min()), max(hi, near.max())
+        spans[ax] = (lo, hi)
+    if share and spans:
+        union = (min(lo for lo, _ in spans.values()), max(hi for _, hi in spans.values()))
+        spans = {ax: union for ax in spans}
+    far = {}
+    for ax in axes:
+        lo, hi = spans.get(ax, (-np.inf, np.inf))
+        pad = max(0.3, 0.06 * (hi - lo)) if ax in spans else 0.0
+        for xs, ys, style in papers.get(ax, []):
+            ax.scatter([], [], **style)   # the legend entry, whether or not a number fits the axis
+            inside = (xs >= lo - pad) & (xs <= hi + pad)
+            ax.scatter(xs[inside], ys[inside], **{**style, "label": None})
+            far.setdefault(ax, []).extend((x, y, style) for x, y in zip(xs[~inside & np.isfinite(xs)],
+                                                                         ys[~inside & np.isfinite(xs)]))
+    for ax in spans:
+        lo, hi = spans[ax]
+        pad = max(0.3, 0.06 * (hi - lo))
+        sides = [x > hi for group in (far.values() if share else [far.get(ax, [])]) for x, _, _ in group]
+        margin = 0.18 * (hi - lo + 2 * pad)   # room for the edge marks and their printed values
+        left, right = lo - pad - margin * (False in sides), hi + pad + margin * (True in sides)
+        for x, y, style in far.get(ax, []):
+            edge = right - 0.15 * margin if x > hi else left + 0.15 * margin
+            ax.scatter([edge], [y], **{**style, "label": None})
+            ax.annotate(f"{x:.1f}", (edge, y), xytext=(-5 if x > hi else 5, 0), textcoords="offset points",
+                        ha="right" if x > hi else "left", va="center", fontsize=6, color=style["color"])
+        ax.set_xlim(left, right)
+    if any(far.values()):
+        axes[0].scatter([], [], marker=">", color="0.4",
+                        label="paper number beyond the axis: at the edge, value printed")
 
 
 VERDICT_COLORS = {"reproduced": "C2", "contradicted": "C3", "differs": "C0"}

@@ -395,6 +395,15 @@ def test_cell_of_a_metric_list_shows_the_metrics_a_row_has(tmp_path):
     fig = viz.results_plot(st.summarize(study, results), results)
     drawn = {float(x) for ax in fig.axes[:1] for c in ax.collections for x in np.asarray(c.get_offsets())[:, 0]}
     assert {40.0, 41.0, 45.0} <= drawn
+    # ours span 40-45 (reach 5 points): the paper's 49.41 is drawn where it is, 52.39 and 54.81 sit at the
+    # right edge, inside the axis, with their values printed
+    left, right = fig.axes[0].get_xlim()
+    assert 49.41 in drawn and left < 40.0 and 49.41 < right < 52.39
+    assert {t.get_text() for t in fig.axes[0].texts} == {"52.4", "54.8"}
+    pad = 0.06 * (49.41 - 40.0)
+    margin = 0.18 * (49.41 - 40.0 + 2 * pad)
+    assert right == pytest.approx(49.41 + pad + margin) and left == pytest.approx(40.0 - pad)
+    assert {round(x, 6) for x in drawn if x > 49.41} == {round(right - 0.15 * margin, 6)}
     gap = next(line for line in md.splitlines() if line.startswith("| GAP-FC → CAM |"))
     assert gap.split(" | ")[1:3] == ["— / 40.00 [n=1]", "— / 49.41"]
     saol = next(line for line in md.splitlines() if line.startswith("| SAOL + CutMix (+"))
