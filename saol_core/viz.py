@@ -264,43 +264,40 @@ def _paper_marks(axes, ours: dict, papers: dict, share: bool) -> None:
     """Draw the paper's numbers of each panel. Our values span [lo, hi]; a paper number more than
     max(2, hi - lo) points outside it is drawn in a margin at the panel's edge with its value printed beside
     it, and the x-limits cover only ours and the near paper numbers (the union over panels that share x)."""
-    spans = {}
+    windows = {}
     for ax in axes:
         mine = [v for v in ours.get(ax, []) if np.isfinite(v)]
         if not mine:
             continue
         theirs = np.concatenate([xs for xs, _, _ in papers.get(ax, [])] or [np.array([])])
-        theirs = theirs[np.isfinite(theirs)]
         lo, hi = min(mine), max(mine)
         reach = max(2.0, hi - lo)
         near = theirs[(theirs >= lo - reach) & (theirs <= hi + reach)]
         if len(near):
             lo, hi = min(lo, near.min()), max(hi, near.max())
-        spans[ax] = (lo, hi)
-    if share and spans:
-        union = (min(lo for lo, _ in spans.values()), max(hi for _, hi in spans.values()))
-        spans = {ax: union for ax in spans}
+        pad = max(0.3, 0.06 * (hi - lo))
+        windows[ax] = (lo - pad, hi + pad)
+    if share and windows:
+        union = (min(a for a, _ in windows.values()), max(b for _, b in windows.values()))
+        windows = {ax: union for ax in windows}
     far = {}
     for ax in axes:
-        lo, hi = spans.get(ax, (-np.inf, np.inf))
-        pad = max(0.3, 0.06 * (hi - lo)) if ax in spans else 0.0
+        a, b = windows.get(ax, (-np.inf, np.inf))
         for xs, ys, style in papers.get(ax, []):
             ax.scatter([], [], **style)   # the legend entry, whether or not a number fits the axis
-            inside = (xs >= lo - pad) & (xs <= hi + pad)
+            inside = (xs >= a) & (xs <= b)
             ax.scatter(xs[inside], ys[inside], **{**style, "label": None})
-            far.setdefault(ax, []).extend((x, y, style) for x, y in zip(xs[~inside & np.isfinite(xs)],
-                                                                         ys[~inside & np.isfinite(xs)]))
-    for ax in spans:
-        lo, hi = spans[ax]
-        pad = max(0.3, 0.06 * (hi - lo))
-        sides = [x > hi for group in (far.values() if share else [far.get(ax, [])]) for x, _, _ in group]
-        margin = 0.18 * (hi - lo + 2 * pad)   # room for the edge marks and their printed values
-        left, right = lo - pad - margin * (False in sides), hi + pad + margin * (True in sides)
+            out = ~inside & np.isfinite(xs)
+            far.setdefault(ax, []).extend((x, y, style) for x, y in zip(xs[out], ys[out]))
+    for ax, (a, b) in windows.items():
+        sides = {x > b for group in (far.values() if share else [far.get(ax, [])]) for x, _, _ in group}
+        margin = 0.18 * (b - a)   # room for the edge marks and their printed values
+        left, right = a - margin * (False in sides), b + margin * (True in sides)
         for x, y, style in far.get(ax, []):
-            edge = right - 0.15 * margin if x > hi else left + 0.15 * margin
+            edge = right - 0.15 * margin if x > b else left + 0.15 * margin
             ax.scatter([edge], [y], **{**style, "label": None})
-            ax.annotate(f"{x:.1f}", (edge, y), xytext=(-5 if x > hi else 5, 0), textcoords="offset points",
-                        ha="right" if x > hi else "left", va="center", fontsize=6, color=style["color"])
+            ax.annotate(f"{x:.1f}", (edge, y), xytext=(-5 if x > b else 5, 0), textcoords="offset points",
+                        ha="right" if x > b else "left", va="center", fontsize=6, color=style["color"])
         ax.set_xlim(left, right)
     if any(far.values()):
         axes[0].scatter([], [], marker=">", color="0.4",
