@@ -15,6 +15,7 @@ import yaml
 
 from saol_core import study as st
 from saol_core.config import ConfigError, format_value, make_config, parse_overrides
+from saol_core.runs import RunFolder
 from saol_core.study.report import _mean_std
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -228,6 +229,27 @@ def test_runner_skips_finished_reports_failures_and_goes_on(tmp_path, capsys):
     assert not (out / "runs/ok-gap-s0/executed").exists()
 
 
+def test_runner_goes_seed_by_seed_and_leaves_runs_another_process_holds(tmp_path, capsys):
+    notebook = notebook_of(tmp_path / "train.ipynb",
+                           "(run.parent / 'order').open('a').write(o['name'] + '\\n')\n"
+                           "(run / 'summary.json').write_text(json.dumps({'finished': True, 'final': {'gap_top1': 5.0}}))")
+    path = make_study(tmp_path, seeds=[0, 1], notebook=str(notebook),
+                      rows=[{"name": "a"}, {"name": "b"}, {"name": "c"}],
+                      variants=[{"name": "gap", "set": {"model.heads": "gap", "loss.w_sd": 0.0}}],
+                      columns=[{"label": "GAP-FC", "variant": "gap", "metric": "gap_top1"}])
+    out = tmp_path / "out"
+    held = RunFolder(out / "runs/b-gap-s0")
+    held.lock()  # as a second runner training b-gap-s0 would hold it
+    try:
+        assert st.run_study(st.load_study(path), out, table=False) == {}
+    finally:
+        held.unlock()
+    order = (out / "runs/order").read_text().split()
+    assert order == ["a-gap-s0", "c-gap-s0", "a-gap-s1", "b-gap-s1", "c-gap-s1"]  # seed-major; b-s0 left alone
+    assert not (out / "runs/b-gap-s0/summary.json").exists()
+    assert "skipping b-gap-s0: in use by pid" in capsys.readouterr().out
+
+
 def test_finished_run_with_changed_params_is_stale_and_reported(tmp_path):
     notebook = stand_in_notebook(tmp_path / "train.ipynb")
     path = make_study(tmp_path, seeds=[0], notebook=str(notebook), rows=[{"name": "a"}],
@@ -280,10 +302,11 @@ def test_committed_notebooks_are_clean_and_parameterized():
 def test_rows_may_run_a_subset_of_the_seeds():
     study = st.load_study("params/cifar10_resnet20.yaml")
     runs = st.expand(study)
-    assert len(runs) == 4 * 5 + 7 * 3  # main rows 5 seeds; precision and hardware checks and ablations 3
+    assert len(runs) == 4 * 5 + 6 * 3 + 5 + 2 + 5  # main rows 5 seeds; precision check, ablations 3; GPU replicates
     assert {r.seed for r in runs if r.row == "saol_ce"} == {0, 1, 2}
+    assert {r.seed for r in runs if r.row == "saol_gpu"} == {3, 4}
     smoke = st.expand(st.load_study("params/smoke/cifar10_resnet20.yaml"))
-    assert len(smoke) == 11 and {r.seed for r in smoke} == {0}
+    assert len(smoke) == 12 and {r.seed for r in smoke} == {0}  # saol_gpu has no seed 0
 
 
 def test_comparisons_pair_seeds_and_references_show_beside_ours(tmp_path):

@@ -109,6 +109,20 @@ def _relative_paths(path: Path) -> None:
     nbformat.write(nb, str(path))
 
 
+def held_by(folder: Path) -> str | None:
+    """Who holds the run folder's lock (``RunFolder.lock``), or None when nobody does."""
+    try:
+        import fcntl
+        with open(folder / ".lock") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return f.read().strip() or "another process"
+    except (ImportError, OSError):  # no lock file, or no advisory locks on this platform
+        pass
+    return None
+
+
 def check(study: Study, runs: list[Run], runs_dir: Path) -> None:
     """Fail fast, before hours of training: every run's config validates and its model builds (on the
     meta device: no memory, no time). Raises ConfigError naming the run."""
@@ -139,7 +153,8 @@ def run_study(study: Study, out: Path, *, only: list[str] | None = None, extra: 
     runs = expand(study, extra, only)
     check(study, runs, runs_dir)
     status = {r.name: run_status(study, r, runs_dir) for r in runs}
-    todo = [r for r in runs if status[r.name] in ("new", "partial")]
+    # seed by seed: a study cut short holds whole seeds, which is what its paired comparisons need
+    todo = sorted((r for r in runs if status[r.name] in ("new", "partial")), key=lambda r: r.seed)
     failures = {r.name: f"finished with a different config (changed: {changed_keys(study, r, runs_dir)}); "
                         f"delete {runs_dir / r.name} to re-run it, or restore the params"
                 for r in runs if status[r.name] == "stale"}
@@ -156,6 +171,12 @@ def run_study(study: Study, out: Path, *, only: list[str] | None = None, extra: 
     ended: set[str] = set()  # runs whose notebook returned: the watcher prints their last lines, then drops them
 
     def one(run: Run) -> tuple[Run, str | None]:
+        # another runner (a second --jobs pool, another machine on a shared folder) may have taken or
+        # finished this run since the plan was made: leave it to that one
+        holder = held_by(runs_dir / run.name)
+        if holder or run_status(study, run, runs_dir) == "finished":
+            tqdm.write(f"[study] skipping {run.name}: " + (f"in use by {holder}" if holder else "finished meanwhile"))
+            return run, None
         overrides = threads + run.overrides
         in_flight[run.name] = make_config(project_path(study.path), run.overrides).train.epochs
         try:
