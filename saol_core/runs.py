@@ -119,13 +119,36 @@ def _cpu_name() -> str:
 def hardware_record(device: torch.device | str | None = None) -> dict:
     """What the numbers were measured on: CPU, the vector instructions torch uses on it (AVX2, AVX512, ...:
     the same CPU name covers machines that differ several-fold), thread count, GPU name if any."""
+    from .step import native_bf16
     rec = {"cpu": _cpu_name(), "cpu_count": os.cpu_count(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-           "torch_threads": torch.get_num_threads()}
+           "cpu_native_bf16": native_bf16(torch.device("cpu")), "torch_threads": torch.get_num_threads()}
     if torch.cuda.is_available():
         rec["gpu"] = torch.cuda.get_device_name(device if device is not None and
                                                 torch.device(device).type == "cuda" else None)
         rec["gpu_count"] = torch.cuda.device_count()
     return rec
+
+
+def hardware_class(device: str | None, hardware: dict | None, amp: str | None, torch_version: str | None) -> str | None:
+    """The class a run's numbers belong to: device type, the GPU model (or, on a CPU, the vector ISA torch
+    computes with), precision and torch's major.minor, e.g. "cpu AVX512 · bfloat16 · torch 2.13" or
+    "cuda NVIDIA H200 · bfloat16 · torch 2.11". Runs of one study are paired only within a class. None
+    where the record lacks a part (older CPU records kept no ISA): such a run pairs with none."""
+    if not (device and hardware and amp and torch_version):
+        return None
+    kind = str(device).split(":")[0]
+    chip = hardware.get("gpu") if kind == "cuda" else hardware.get("cpu_capability") if kind == "cpu" else kind
+    if not chip:
+        return None
+    if kind == "cpu" and amp == "bfloat16" and hardware.get("cpu_native_bf16") is False:
+        chip += " (bf16 emulated)"  # records before this field was kept do not say
+    return f"{kind} {chip} · {amp} · torch {'.'.join(torch_version.split('+')[0].split('.')[:2])}"
+
+
+def cpu_vendor(hardware: dict | None) -> str | None:
+    """"AMD", "Intel", ... from a hardware record's CPU name (None when unrecorded)."""
+    name = (hardware or {}).get("cpu") or ""
+    return name.split()[0].replace("(R)", "") if name.split() else None
 
 
 def command_line() -> str:

@@ -28,7 +28,7 @@ from .cutmix import cutmix
 from .data import DatasetError, build_data
 from .evaluate import evaluate
 from .model import SAOLModel, build_model
-from .runs import (CheckpointCorrupt, RunFolder, RunLocked, RunWriteError, atomic_save, hardware_record,
+from .runs import (CheckpointCorrupt, RunFolder, RunLocked, RunWriteError, atomic_save, hardware_class, hardware_record,
                    load_checkpoint)
 from .step import LossMeter, make_step, prepare_model
 
@@ -232,6 +232,7 @@ def _loop(cfg: ExperimentConfig, run: RunFolder, data, model: SAOLModel, device:
                "images_per_s": state["images"] / max(state["train_time_s"], 1e-9),
                "device": str(device), "world_size": world, **step_fn.resolved(),
                "hardware": hardware_record(device), "run_dir": str(run.path)}
+    summary["hardware_class"] = hardware_class(str(device), summary["hardware"], summary["amp"], torch.__version__)
     if rank == 0:
         run.write_summary(summary)
     return summary

@@ -304,38 +304,41 @@ def _paper_marks(axes, ours: dict, papers: dict, share: bool) -> None:
                         label="paper number beyond the axis: at the edge, value printed")
 
 
-VERDICT_COLORS = {"reproduced": "C2", "contradicted": "C3", "differs": "C0"}
+VERDICT_COLORS = {"reproduced": "C2", "same direction, larger": "C8", "same direction, smaller": "C8",
+                  "smaller than the paper's": "C1", "inconclusive": "0.45", "contradicted": "C3", "differs": "C0",
+                  "no difference seen": "0.65", "too few seeds": "0.45"}
+"""One colour per verdict word of saol_core.study.stats.VERDICTS (the report's legend defines them)."""
 
 
 def comparisons_plot(compared: pd.DataFrame):
-    """A forest plot of a study's comparisons: our paired a − b with its 95 % interval (coloured by verdict:
-    green reproduced, red contradicted, blue excludes 0 where the paper has no number, grey when the
-    interval includes 0 or one seed gives none) and the paper's a − b per reference model.
+    """A forest plot of a study's comparisons: our paired a − b with its 95 % interval, coloured by its
+    verdict on sign and size (``VERDICT_COLORS``), and the paper's a − b per reference model.
 
-    compared: ``saol_core.study.comparisons`` output (columns comparison, n, mean, lo, hi, verdict,
-    paper:<ref>); comparisons without a paired value are left as empty rows.
+    compared: ``saol_core.study.comparisons`` output (columns comparison, hw_class, n, mean, lo, hi,
+    verdict, paper:<ref>); a comparison split over hardware classes gets one line per class, named in its
+    label; lines without a paired value are left empty.
     """
     refs = [c for c in compared if c.startswith("paper:")]
     markers = ["x", "+", "1", "*"]
+    split = compared.comparison.duplicated(keep=False)
+    labels = [f"{c} [{k}] (n={n})" if s else f"{c} (n={n})"
+              for c, k, n, s in zip(compared.comparison, compared.hw_class, compared.n, split)]
     with sns.axes_style("whitegrid"):
-        fig, ax = plt.subplots(figsize=(7.5, 0.36 * len(compared) + 1.4))
+        fig, ax = plt.subplots(figsize=(7.5, 0.36 * len(compared) + 1.6))
         ax.axvline(0, color="0.3", lw=0.8)
         for y, c in enumerate(compared.itertuples()):
             if pd.isna(c.mean):
                 continue
             lo, hi = (c.mean, c.mean) if pd.isna(c.lo) else (c.lo, c.hi)
-            color = VERDICT_COLORS.get(c.verdict, "0.45")
-            what = ("differs (no paper number)" if c.verdict == "differs" else c.verdict if c.verdict in VERDICT_COLORS
-                    else "one seed, no interval" if pd.isna(c.lo) else "interval includes 0")
-            ax.errorbar([c.mean], [y], xerr=[[c.mean - lo], [hi - c.mean]], fmt="o", color=color, capsize=3,
-                        label=f"ours, mean ± 95 % CI: {what}")
+            ax.errorbar([c.mean], [y], xerr=[[c.mean - lo], [hi - c.mean]], fmt="o",
+                        color=VERDICT_COLORS.get(c.verdict, "0.45"), capsize=3,
+                        label=f"ours, mean ± 95 % CI: {c.verdict}")
         for j, ref in enumerate(refs):
             values = compared[ref].astype(float)
             if values.notna().any():
                 ax.scatter(values, np.arange(len(compared)), marker=markers[j % len(markers)], color=f"C{4 + j}",
                            label=f"paper {ref.split(':', 1)[1]}", zorder=3)
-        ax.set_yticks(np.arange(len(compared)), [f"{c} (n={n})" for c, n in zip(compared.comparison, compared.n)],
-                      fontsize=8)
+        ax.set_yticks(np.arange(len(compared)), labels, fontsize=8)
         ax.invert_yaxis()
         ax.set_xlabel("a − b (points)", fontsize=8)
         handles = dict(zip(*reversed(ax.get_legend_handles_labels())))

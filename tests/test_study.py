@@ -10,6 +10,7 @@ from pathlib import Path
 
 import nbformat
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -129,12 +130,19 @@ def test_paper_numbers_match_the_printed_deltas():
         assert ours == deltas, name
 
 
-def fake_run(runs_dir: Path, name: str, final: dict | None, history: list[dict] = (), **summary) -> None:
+CPU = {"cpu": "AMD EPYC", "cpu_count": 2, "cpu_capability": "AVX512", "torch_threads": 1}
+
+
+def fake_run(runs_dir: Path, name: str, final: dict | None, history: list[dict] = (), torch: str = "2.13.0+cu130",
+             **summary) -> None:
+    """A run folder: finished (``final`` metrics; by default a bf16 run on an AVX512 CPU) or interrupted."""
     folder = runs_dir / name
     folder.mkdir(parents=True)
     if final is not None:
         (folder / "summary.json").write_text(json.dumps({"finished": True, "final": final, "wall_time_s": 1.0,
-                                                         "images_per_s": 10.0, **summary}))
+                                                         "images_per_s": 10.0, "device": "cpu", "amp": "bfloat16",
+                                                         "hardware": CPU, **summary}))
+        (folder / "environment.json").write_text(json.dumps({"versions": {"torch": torch}}))
     else:
         (folder / "checkpoint.pt").write_bytes(b"")  # interrupted: resumable
     (folder / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
@@ -324,12 +332,15 @@ def test_comparisons_pair_seeds_and_references_show_beside_ours(tmp_path):
     table = st.comparisons(study, results).set_index("comparison")
     assert table.loc["SAOL − GAP", "n"] == 3 and table.loc["SAOL − GAP", "mean"] == pytest.approx(1.1333333)
     assert table.loc["SAOL − GAP", "verdict"] == "reproduced"   # differences 1.0, 1.5, 0.9: all > 0
-    assert table.loc["B − A", "verdict"] == "no difference resolved"  # no paper sign; 0, -1.5, -1.9
+    assert table.loc["B − A", "verdict"] == "no difference seen"  # no paper number; 0, -1.5, -1.9
     md = st.table_markdown(study, st.summarize(study, results))
     assert md.splitlines()[0] == "| Model | GAP-FC | paper R-110 | paper WRN | SAOL | paper R-110 | paper WRN |"
     assert "| Row A | — | 90.00 | 94.00 | 92.13 ± 1.00 [n=3] | 91.00 (+1.00) | 95.00 |" in md
     report = st.write_report(study, tmp_path / "out", st.summarize(study, results), results, {}).read_text()
-    assert "| SAOL − GAP | +1.13 [+0.33, +1.93] (n=3) | reproduced | +1.00 | +1.00 |" in report
+    assert ("| SAOL − GAP | +1.13 [+0.33, +1.93] (n=3) | 0.80 | reproduced | cpu AVX512 · bfloat16 · torch 2.13 "
+            "| +1.00 | +1.00 |") in report
+    assert "*reproduced* = the interval contains the paper's Δ" in report and "*no difference seen* = " in report
+    assert "*contradicted*" not in report   # the legend defines the words the table uses
     assert "no correction for the 2 intervals in this table" in report and "about 0.1 of them" in report
     import matplotlib.colors as mcolors
     from saol_core import viz
@@ -337,12 +348,70 @@ def test_comparisons_pair_seeds_and_references_show_beside_ours(tmp_path):
     (lo, y0), (hi, y1) = ax.containers[0].lines[2][0].get_segments()[0]
     assert (lo, hi, y0, y1) == pytest.approx((table.loc["SAOL − GAP", "lo"], table.loc["SAOL − GAP", "hi"], 0, 0))
     assert mcolors.same_color(ax.containers[0].lines[0].get_color(), "C2")      # reproduced
-    assert mcolors.same_color(ax.containers[1].lines[0].get_color(), "0.45")    # interval includes 0
+    assert mcolors.same_color(ax.containers[1].lines[0].get_color(), "0.65")    # no paper number, holds 0
     assert [t.get_text() for t in ax.get_yticklabels()] == ["SAOL − GAP (n=3)", "B − A (n=3)"]
     from matplotlib.collections import PathCollection
     paper = [c.get_offsets() for c in ax.collections if isinstance(c, PathCollection)]  # per reference: (Δ, row)
     assert [np.ma.compress_rows(np.ma.masked_invalid(p)).tolist() for p in paper] == [[[1.0, 0.0]], [[1.0, 0.0]]]
     assert "--table-only" in report
+
+
+def test_comparisons_pair_only_runs_of_one_hardware_class(tmp_path):
+    path = make_study(tmp_path, seeds=[0, 1, 2, 3, 4], paper={"a": [90.0, 91.0]},
+                      comparisons=[{"label": "SAOL − GAP", "a": "a.saol_top1", "b": "a.gap_top1",
+                                    "paper": {"paper": 0.5}, "variant": "saol"},
+                                   {"label": "B − A", "a": "b.saol_top1", "b": "a.saol_top1", "variant": "saol"},
+                                   {"label": "bf16 − fp32", "a": "b.saol_top1", "b": "a.saol_top1", "variant": "saol",
+                                    "across": "precision"},
+                                   {"label": "GPU − CPU", "a": "b.saol_top1", "b": "a.saol_top1", "variant": "saol",
+                                    "across": "hardware"}])
+    study = st.load_study(path)
+    runs_dir = tmp_path / "out/runs"
+    intel = {**CPU, "cpu": "Intel(R) Xeon(R) Processor"}
+    gpu = {**CPU, "gpu": "NVIDIA H200"}
+    old = {k: v for k, v in CPU.items() if k != "cpu_capability"}   # a record from before the ISA was kept
+    a_runs = [dict(hardware=CPU), dict(hardware=intel), dict(hardware=CPU), dict(device="cuda:0", hardware=gpu),
+              dict(hardware=old)]
+    for seed, kw in enumerate(a_runs):
+        fake_run(runs_dir, f"a-saol-s{seed}", {"saol_top1": 91.0 + seed, "gap_top1": 90.0 + seed * 1.1}, **kw)
+    for seed in range(5):   # row b: all fp32 on the AMD CPU
+        fake_run(runs_dir, f"b-saol-s{seed}", {"saol_top1": 90.0 + seed * 0.9}, amp="fp32")
+    results = st.collect(study, tmp_path / "out")
+    assert pd.isna(results.set_index("run").loc["a-saol-s4", "hw_class"])
+    table = st.comparisons(study, results)
+    cpu, h200 = "cpu AVX512 · bfloat16 · torch 2.13", "cuda NVIDIA H200 · bfloat16 · torch 2.13"
+    within = table[table.comparison == "SAOL − GAP"].set_index("hw_class")
+    assert list(within.index) == [cpu, h200]          # one line per class, the larger first
+    assert within.loc[cpu, "n"] == 3 and within.loc[cpu, "vendors"] == "AMD, Intel"
+    assert within.loc[cpu, "mean"] == pytest.approx(np.mean([1.0, 0.9, 0.8]))
+    assert within.loc[h200, "verdict"] == "too few seeds" and within.loc[cpu, "cross_class"] == 1   # the old record
+    # bf16 (row a) against fp32 (row b): never paired, unless the comparison is a precision check
+    plain = table[table.comparison == "B − A"].iloc[0]
+    assert (plain.n, plain.verdict, plain.cross_class) == (0, "no same-class pair", 5)
+    precision = table[table.comparison == "bf16 − fp32"].iloc[0]
+    assert (precision.hw_class, precision.n, precision.cross_class) == ("cpu AVX512 · torch 2.13", 3, 2)
+    hardware = table[table.comparison == "GPU − CPU"]
+    assert hardware.hw_class.tolist() == [] or (hardware.n == 0).all()   # amp differs: no hardware-check pair
+    md = st.comparisons_markdown(study, table)
+    assert "CPU vendors differ: AMD, Intel; 1 seed(s) on different classes left out" in md
+    assert "| B − A | — | — | no same-class pair | — (5 seed(s) on different classes left out) |" in md
+
+
+def test_a_study_pinned_to_a_hardware_class_refuses_another_machine(tmp_path):
+    from saol_core.study.runner import check, machine_class
+    here = machine_class(make_config(ROOT / "params/default.yaml"))
+    assert here.startswith("cpu ") and here.endswith(" · torch " + ".".join(torch_version().split(".")[:2]))
+    study = st.load_study(make_study(tmp_path, seeds=[0], hardware="cuda NVIDIA H200 · *"))
+    with pytest.raises(ConfigError, match=r"this machine's hardware class is cpu .* but the study pins cuda NVIDIA H200"):
+        check(study, st.expand(study), tmp_path / "runs")
+    check(st.load_study(make_study(tmp_path, seeds=[0], hardware=["cuda *", "cpu *"])), st.expand(study), tmp_path / "runs")
+    with pytest.raises(ConfigError, match="study.hardware must be a hardware-class pattern"):
+        st.load_study(make_study(tmp_path, hardware=3))
+
+
+def torch_version() -> str:
+    import torch
+    return torch.__version__
 
 
 def test_comparison_paper_deltas_match_the_transcribed_cells():

@@ -23,8 +23,12 @@ A params file's ``study:`` section (ignored by ``make_config``) declares the gri
       delta_row: <row name>                 # deltas against this row (default: the same row)
       paper: {saol_cm: [96.21]}             # the paper's numbers, per row, aligned with `columns`
       papers: {ResNet-110: {...}, WRN-40-2: {...}}   # instead of paper: several reference models
-      comparisons:  # paired differences a - b over common seeds, 95 % t-interval, verdict vs the paper's sign
+      comparisons:  # paired differences a - b over the seeds run on one hardware class, 95 % t-interval,
+                    # verdict on the sign and size of the paper's a - b (docs/method.md, "Verdicts")
         - {label: SAOL − GAP-FC, a: saol.saol_top1, b: gap.gap_top1, paper: {ResNet-110: 1.61}}
+        - {label: bf16 − fp32, a: gap.gap_top1, b: gap_fp32.gap_top1, across: precision}   # a check across one class part
+      hardware: "cpu AVX512 · bfloat16 · torch 2.13"   # optional: glob pattern(s) of the hardware classes runs may
+                                            # use (saol_core.runs.hardware_class); a run elsewhere is refused
       setting: "how this study differs from the paper's setting"   # shown in the report
       set: {train.eval_every: 1}            # overrides applied to every run
       overlay: params/smoke/overlay.yaml    # a params file applied on top of every run (smoke studies)

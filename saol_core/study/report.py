@@ -8,8 +8,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .spec import ROOT, Study, expand, project_path, run_status
-from .stats import LEVEL, paired, verdict
+from ..runs import cpu_vendor, hardware_class
+from .spec import ACROSS, ROOT, Study, expand, project_path, run_status
+from .stats import LEVEL, VERDICTS, half_width, paired, verdict
 
 
 def metric_value(summary: dict, name: str) -> float | None:
@@ -65,6 +66,8 @@ def collect(study: Study, out: str | Path):
         summary = json.loads((folder / "summary.json").read_text()) if status == "finished" else {}
         notebook = folder / Path(study.notebook).name
         hardware = summary.get("hardware") or {}
+        environment = folder / "environment.json"
+        versions = json.loads(environment.read_text()).get("versions", {}) if summary and environment.exists() else {}
         lines.append({"run": run.name, "row": run.row, "variant": run.variant, "seed": run.seed,
                       "status": status, "notebook": str(notebook) if notebook.exists() else None,
                       "wall_time_s": _run_time(summary), "images_per_s": summary.get("images_per_s"),
@@ -72,6 +75,8 @@ def collect(study: Study, out: str | Path):
                       "threads": hardware.get("torch_threads"),
                       "device": summary["device"].split(":")[0] if summary.get("device") else None,
                       "amp": summary.get("amp"),
+                      "hw_class": hardware_class(summary.get("device"), hardware, summary.get("amp"), versions.get("torch")),
+                      "vendor": cpu_vendor(hardware) if str(summary.get("device", "")).startswith("cpu") else None,
                       **{m: metric_value(summary, m) if summary else None for m in metrics}})
     return pd.DataFrame(lines)
 
@@ -155,37 +160,76 @@ def table_markdown(study: Study, summary) -> str:
     return "\n".join(lines)
 
 
+def _class_key(hw_class: str | None, across: str | None) -> str | None:
+    """The part of a hardware class two paired runs must share: all of it, or all but what ``across`` lets
+    differ (``study.spec.ACROSS``). Classes read "device chip · precision · torch x.y"."""
+    if hw_class is None:
+        return None
+    chip, amp, torch_version = hw_class.split(" · ")
+    return {None: hw_class, "precision": f"{chip} · {torch_version}", "hardware": amp}[across]
+
+
 def comparisons(study: Study, results):
-    """One line per ``study.comparisons`` entry: the paired a - b over common seeds with its interval,
-    the paper's a - b per reference and the verdict (against the first reference that has one)."""
+    """One line per ``study.comparisons`` entry and hardware class: the paired a - b over the seeds whose
+    two runs share a class (``saol_core.runs.hardware_class``; a cross-class pair is never paired), its
+    interval and half-width, the paper's a - b per reference and the verdict on sign and size against the
+    first reference that has a number. Seeds both cells ran on different classes are counted in
+    ``cross_class``; ``vendors`` names the CPU makers of the paired runs where they differ."""
     import pandas as pd
     done = results[results.status == "finished"]
 
-    def values(row: str, metric: str, variant: str) -> dict[int, float]:
+    def cell(row: str, metric: str, variant: str) -> dict[int, tuple]:
         part = done[(done.row == row) & (done.variant == variant)]
-        return {int(s): float(v) for s, v in zip(part.seed, part[metric]) if v is not None and not pd.isna(v)}
+        return {int(r.seed): (float(getattr(r, metric)), None if _missing(r.hw_class) else r.hw_class,
+                              None if _missing(r.vendor) else r.vendor)
+                for r in part.itertuples() if not _missing(getattr(r, metric))}
 
     lines = []
     for c in study.comparisons:
-        p = paired(values(*c.a, c.variant), values(*c.b, c.variant))
-        sign = next((v for v in c.paper.values() if v is not None), None)
-        lines.append({"comparison": c.label, "a": ".".join(c.a), "b": ".".join(c.b), "n": p.n, "mean": p.mean,
-                      "sd": p.sd, "lo": p.lo, "hi": p.hi, "verdict": verdict(p, sign),
-                      **{f"paper:{ref}": c.paper.get(ref) for ref in study.papers if study.papers[ref]}})
+        a, b = cell(*c.a, c.variant), cell(*c.b, c.variant)
+        groups: dict[str, list[int]] = {}
+        cross = 0
+        for seed in sorted(set(a) & set(b)):
+            key_a, key_b = _class_key(a[seed][1], c.across), _class_key(b[seed][1], c.across)
+            if key_a is None or key_a != key_b:
+                cross += 1
+            else:
+                groups.setdefault(key_a, []).append(seed)
+        reference = next((v for v in c.paper.values() if v is not None), None)
+        papers = {f"paper:{ref}": c.paper.get(ref) for ref in study.papers if study.papers[ref]}
+        for key, seeds in sorted(groups.items(), key=lambda kv: -len(kv[1])) or [(None, [])]:
+            p = paired({s: a[s][0] for s in seeds}, {s: b[s][0] for s in seeds})
+            vendors = sorted({x[s][2] for x in (a, b) for s in seeds if x[s][2]})
+            lines.append({"comparison": c.label, "a": ".".join(c.a), "b": ".".join(c.b), "hw_class": key,
+                          "n": p.n, "mean": p.mean, "sd": p.sd, "lo": p.lo, "hi": p.hi, "half_width": half_width(p),
+                          "verdict": verdict(p, reference) if seeds else "no same-class pair", "cross_class": cross,
+                          "vendors": ", ".join(vendors) if len(vendors) > 1 else None, **papers})
     return pd.DataFrame(lines)
 
 
 def comparisons_markdown(study: Study, table) -> str:
-    """The comparisons as a markdown table (ours: mean [interval] (n), verdict, the paper's deltas)."""
+    """The comparisons as a markdown table: ours (mean [interval] (n)), the interval's half-width, the
+    verdict, the hardware class the pairs share, the paper's deltas."""
     refs = [ref for ref, t in study.papers.items() if t]
-    head = ["Comparison (a − b)", f"ours: paired Δ [{LEVEL:.0%} CI] (n)", "verdict", *[f"paper Δ {r}" for r in refs]]
+    head = ["Comparison (a − b)", f"ours: paired Δ [{LEVEL:.0%} CI] (n)", "± (half-width)", "verdict",
+            "hardware class of the pairs", *[f"paper Δ {r}" for r in refs]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in table.to_dict("records"):
         ours = "—" if _missing(c["mean"]) else _num(c["mean"], True) + (
             "" if _missing(c["lo"]) else f" [{_num(c['lo'], True)}, {_num(c['hi'], True)}]") + f" (n={c['n']})"
-        lines.append("| " + " | ".join([c["comparison"], ours, c["verdict"],
+        notes = [] if _missing(c.get("vendors")) else [f"CPU vendors differ: {c['vendors']}"]
+        notes += [f"{c['cross_class']} seed(s) on different classes left out"] if c.get("cross_class") else []
+        where = ("—" if _missing(c["hw_class"]) else c["hw_class"]) + (f" ({'; '.join(notes)})" if notes else "")
+        lines.append("| " + " | ".join([c["comparison"], ours, _num(c["half_width"]), c["verdict"], where,
                                         *[_num(c[f"paper:{r}"], True) for r in refs]]) + " |")
     return "\n".join(lines)
+
+
+def verdict_legend(table) -> str:
+    """The definitions of the verdict words a comparisons table uses, as one paragraph."""
+    used = [v for v in VERDICTS if v in set(table.verdict)] if len(table) else []
+    return "Verdicts (the paper's Δ: the first reference with a number): " + "; ".join(
+        f"*{v}* = {VERDICTS[v]}" for v in used) + "."
 
 
 def maps_run(out: str | Path, results) -> str | None:
@@ -247,10 +291,12 @@ def write_report(study: Study, out: str | Path, summary, results, figures: dict[
         compared = comparisons(study, results)
         k = int(compared.lo.notna().sum()) if len(compared) else 0
         tables += ["", comparisons_markdown(study, compared), "",
-                   f"Paired Δ: mean over the seeds both rows finished of (a − b), with its {LEVEL:.0%} Student-t "
-                   "interval. Verdict: *reproduced* = the interval excludes 0 on the paper's side (the first "
-                   "reference with a number), *contradicted* = it excludes 0 on the other side, *unresolved* = "
-                   "it includes 0 (a difference inside the noise of these seeds). Each interval stands alone, "
+                   f"Paired Δ: mean over the seeds whose two runs share a hardware class of (a − b), with its "
+                   f"{LEVEL:.0%} Student-t interval; ± = its half-width, the smallest difference these seeds could "
+                   "tell from 0. Runs are paired only within one hardware class (device, GPU model or CPU vector "
+                   "ISA, precision, torch version); a check marked " + " or ".join(
+                       f"`across: {k}` lets only {v} differ" for k, v in ACROSS.items()) + ". " + verdict_legend(compared)
+                   + " Each interval stands alone, "
                    f"with no correction for the {k} intervals in this table: were no difference real, about "
                    f"{k * (1 - LEVEL):.1f} of them would exclude 0 by chance, so a verdict whose interval ends "
                    "near 0 is weak evidence."]

@@ -11,6 +11,7 @@ import re
 import signal
 import sys
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -123,9 +124,23 @@ def held_by(folder: Path) -> str | None:
     return None
 
 
+def machine_class(cfg) -> str | None:
+    """The hardware class (saol_core.runs.hardware_class) a run of ``cfg`` would have on this machine."""
+    import torch
+    from ..runs import hardware_class, hardware_record
+    from ..step import amp_dtype, dtype_name
+    from ..train import resolve_device
+    device = resolve_device(cfg.train.device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the run itself warns about emulated bf16
+        amp = dtype_name(amp_dtype(cfg, device))
+    return hardware_class(str(device), hardware_record(device), amp, torch.__version__)
+
+
 def check(study: Study, runs: list[Run], runs_dir: Path) -> None:
-    """Fail fast, before hours of training: every run's config validates and its model builds (on the
-    meta device: no memory, no time). Raises ConfigError naming the run."""
+    """Fail fast, before hours of training: every run's config validates, its model builds (on the meta
+    device: no memory, no time) and, where the study pins hardware classes, this machine is of one.
+    Raises ConfigError naming the run."""
     from ..macs import build_meta
     built = set()
     for run in runs:
@@ -135,6 +150,12 @@ def check(study: Study, runs: list[Run], runs_dir: Path) -> None:
             if key not in built:
                 build_meta(cfg.model, 10)
                 built.add(key)
+            if study.hardware and run_status(study, run, runs_dir) != "finished":
+                here = machine_class(cfg)
+                if not any(fnmatch.fnmatchcase(here or "", p) for p in study.hardware):
+                    raise ConfigError(f"this machine's hardware class is {here or 'unknown'}, but the study pins "
+                                      f"{' or '.join(study.hardware)} (study.hardware); run it on such a machine, "
+                                      f"or start another study (another --out) for this class")
         except (ConfigError, KeyError, ValueError) as e:
             raise ConfigError(f"run {run.name}: {e}") from None
 

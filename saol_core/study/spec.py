@@ -20,7 +20,9 @@ from ..runs import config_changes
 ROOT = Path(__file__).resolve().parents[2]
 NAME = re.compile(r"^[A-Za-z0-9_.]+$")
 STUDY_KEYS = {"title", "notebook", "table_notebook", "seeds", "rows", "grid", "variants", "columns",
-              "delta_row", "paper", "papers", "comparisons", "setting", "set", "overlay", "define"}
+              "delta_row", "paper", "papers", "comparisons", "setting", "set", "overlay", "define", "hardware"}
+ACROSS = {"precision": "the precision", "hardware": "the device, chip and torch version"}
+"""What a comparison built to cross a hardware-class part (a precision or hardware check) may let differ."""
 
 
 @dataclass
@@ -53,8 +55,9 @@ class Comparison:
     label: str
     a: tuple[str, str]      # (row, metric)
     b: tuple[str, str]
-    paper: dict[str, float | None]  # the paper's a - b per reference model (first non-null gives the sign)
+    paper: dict[str, float | None]  # the paper's a - b per reference model (first non-null gives the verdict)
     variant: str
+    across: str | None = None  # a key of ACROSS: the class part this check compares (None: same class only)
 
 
 @dataclass
@@ -85,6 +88,7 @@ class Study:
     delta_row: str | None
     set: dict
     overlay: str | None
+    hardware: list[str] = field(default_factory=list)  # glob patterns of the hardware classes runs may use
 
 
 def project_path(path: str | Path) -> Path:
@@ -188,15 +192,28 @@ def load_study(path: str | Path) -> Study:
                  notebook=spec.get("notebook", "notebooks/01_train.ipynb"),
                  table_notebook=spec.get("table_notebook", "notebooks/02_table.ipynb"),
                  seeds=seeds, rows=rows, variants=variants, columns=columns, papers=papers,
-                 comparisons=comparisons, setting=str(spec.get("setting", "")), delta_row=delta_row, set=flatten(spec.get("set") or {}), overlay=spec.get("overlay"))
+                 comparisons=comparisons, setting=str(spec.get("setting", "")), delta_row=delta_row, set=flatten(spec.get("set") or {}), overlay=spec.get("overlay"),
+                 hardware=_patterns(spec.get("hardware"), path))
+
+
+def _patterns(value: Any, path: str) -> list[str]:
+    """``study.hardware``: one glob pattern of hardware classes (saol_core.runs.hardware_class) or a list."""
+    patterns = [value] if isinstance(value, str) else value or []
+    if not isinstance(patterns, list) or not all(isinstance(p, str) and p for p in patterns):
+        raise ConfigError(f"{path}: study.hardware must be a hardware-class pattern or a list of them, e.g. "
+                          f"'cpu AVX512 · bfloat16 · torch 2.13', got {value!r}")
+    return patterns
 
 
 def _comparison(item: Any, rows: list[Row], variants: list[Variant], papers: dict, path: str) -> Comparison:
     """``{label, a: row.metric, b: row.metric, paper: {reference: a - b}, variant}`` -> Comparison."""
-    fields = {"label", "a", "b", "paper", "variant"}
+    fields = {"label", "a", "b", "paper", "variant", "across"}
     if not isinstance(item, dict) or not {"label", "a", "b"} <= set(item) or set(item) - fields:
         raise ConfigError(f"{path}: each study.comparisons entry needs label, a, b (row.metric) and may "
-                          f"have paper ({{reference: a - b}}) and variant; got {item!r}")
+                          f"have paper ({{reference: a - b}}), variant and across; got {item!r}")
+    if item.get("across") not in (None, *ACROSS):
+        raise ConfigError(f"{path}: comparison {item['label']!r}: across={item['across']!r}; choose one of "
+                          f"{sorted(ACROSS)} or leave it out")
     cells = []
     for side in ("a", "b"):
         row, _, metric = str(item[side]).partition(".")
@@ -212,7 +229,7 @@ def _comparison(item: Any, rows: list[Row], variants: list[Variant], papers: dic
     variant = item.get("variant", variants[0].name)
     if variant not in {v.name for v in variants}:
         raise ConfigError(f"{path}: comparison {item['label']!r}: variant {variant!r} is not a variant")
-    return Comparison(str(item["label"]), cells[0], cells[1], paper, variant)
+    return Comparison(str(item["label"]), cells[0], cells[1], paper, variant, item.get("across"))
 
 
 def _sections(path: str, keep: tuple[str, ...]) -> dict:
