@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
-## The study's main job: the default study on the offline digits dataset (CPU, ~10 min).
+## The study's main job: the default study on the offline digits dataset (CPU: ~20 min on 2 cores).
 study: setup
 	$(PY) -m saol_core.study params/default.yaml
 
@@ -39,10 +39,11 @@ macs: setup
 bench: setup
 	$(PY) -m saol_core.bench --out reports/BENCHMARKS.md
 
-## JupyterLab on the notebooks (installs the `lab` extra into $(VENV) once).
+## JupyterLab at the project root (notebooks/, reports/, params/), installing the `lab` extra into $(VENV)
+## once; as root it passes --allow-root; extra arguments: make lab ARGS="--port 8890 --no-browser".
 lab: setup
 	$(PY) -c "import jupyterlab" 2>/dev/null || $(PY) -m pip install --quiet -e ".[dev,lab]"
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) $(ARGS)
 
 ## Delete the scratch run folders under runs/ (smoke studies, notebook runs); reports/ is kept.
 clean-runs:

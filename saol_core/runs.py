@@ -30,6 +30,9 @@ from .config import ConfigError, ExperimentConfig
 class RunWriteError(OSError):
     """Writing a run file failed (e.g. disk full); the previous version of the file is intact."""
 
+    def __str__(self) -> str:  # the message alone, without OSError's "[Errno n]" prefix
+        return self.strerror or super().__str__()
+
 
 class RunLocked(RuntimeError):
     """Another process is training in this run folder."""
@@ -39,16 +42,30 @@ class CheckpointCorrupt(RuntimeError):
     """A checkpoint's bytes do not match the checksum written with them."""
 
 
+class RecordCorrupt(RuntimeError):
+    """A run record (summary.json, environment.json) that cannot be parsed."""
+
+
+def read_json(path: str | Path) -> Any:
+    """A JSON run record; RecordCorrupt naming the file (and what to do) when it cannot be parsed."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RecordCorrupt(f"{path} is not valid JSON ({e}); restore it (e.g. git checkout -- {path}) or delete "
+                            f"the run folder {path.parent} to run it again") from None
+
+
 _CHECKSUM_TAG = b"SAOLSHA2"  # trailer: tag + SHA-256 of everything before it
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+UMASK = os.umask(0)  # read once at import (setting it is the only way to read it); files we create honour it
+os.umask(UMASK)
 
 
 def _atomic(path: Path, write: Callable[[Any], None], mode: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; run files are ordinary files
+        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600; run files are ordinary files
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
@@ -195,8 +212,12 @@ class RunFolder:
             import fcntl
         except ImportError:  # no advisory locks on this platform: run unlocked
             return
-        self.path.mkdir(parents=True, exist_ok=True)
-        f = open(self.path / ".lock", "a+")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            f = open(self.path / ".lock", "a+")
+        except OSError as e:
+            raise RunWriteError(e.errno, f"cannot write in the run folder {self.path} ({e.strerror or e}); make it "
+                                f"writable or choose another out_dir=...") from None
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -246,11 +267,6 @@ class RunFolder:
             return []
         return [json.loads(line) for line in self.metrics.read_text().splitlines() if line.strip()]
 
-    def truncate_metrics(self, before_epoch: int) -> None:
-        """Drop lines of epochs >= before_epoch (written after the checkpoint a resume starts from)."""
-        kept = [m for m in self.read_metrics() if m["epoch"] < before_epoch]
-        atomic_write_text(self.metrics, "".join(json.dumps(m) + "\n" for m in kept))
-
     def append_metrics(self, row: dict) -> None:
         atomic_write_text(self.metrics, "".join(json.dumps(m) + "\n" for m in [*self.read_metrics(), row]))
 
@@ -258,7 +274,7 @@ class RunFolder:
         atomic_write_text(self.summary, json.dumps(summary, indent=2))
 
     def read_summary(self) -> dict | None:
-        return json.loads(self.summary.read_text()) if self.summary.exists() else None
+        return read_json(self.summary) if self.summary.exists() else None
 
 
 # Settings that change how a run is executed, displayed or described, not what it computes.

@@ -12,6 +12,7 @@ a run resumed from an epoch checkpoint replays exactly what an uninterrupted run
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -28,8 +29,8 @@ from .cutmix import cutmix
 from .data import DatasetError, build_data
 from .evaluate import evaluate
 from .model import SAOLModel, build_model
-from .runs import (CheckpointCorrupt, RunFolder, RunLocked, RunWriteError, atomic_save, hardware_class, hardware_record,
-                   load_checkpoint)
+from .runs import (CheckpointCorrupt, RecordCorrupt, RunFolder, RunLocked, RunWriteError, atomic_save, hardware_class,
+                   atomic_write_text, hardware_record, load_checkpoint)
 from .step import LossMeter, make_step, prepare_model
 
 CHECK_EVERY = 50  # steps between host reads of the running loss (finite check, progress bar)
@@ -40,8 +41,8 @@ class TrainingDiverged(FloatingPointError):
 
 
 # errors raised on purpose with a message that says what to do: one line for the user, no traceback
-USER_ERRORS = (ConfigError, DatasetError, RunWriteError, RunLocked, CheckpointCorrupt, TrainingDiverged,
-               FileNotFoundError)
+USER_ERRORS = (ConfigError, DatasetError, RunWriteError, RunLocked, CheckpointCorrupt, RecordCorrupt,
+               TrainingDiverged, FileNotFoundError)
 
 
 def default_threads(available: int) -> int:
@@ -87,10 +88,31 @@ def _primary(metrics: dict) -> float:
     return metrics.get("saol_top1", metrics.get("gap_top1", 0.0))
 
 
-def _checkpoint(model: SAOLModel, optimizer, scheduler, epoch: int, state: dict, data) -> dict:
+def _checkpoint(model: SAOLModel, optimizer, scheduler, epoch: int, state: dict, data, metrics: list[dict]) -> dict:
+    """Everything a resume needs, with the metrics rows of epochs 1..epoch (so a lost or emptied metrics.jsonl
+    is restored) and the training split's size (so a resume on other data is refused)."""
     return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "epoch": epoch, "state": state,
-            "num_classes": data.num_classes, "class_names": data.class_names}
+            "scheduler": scheduler.state_dict(), "epoch": epoch, "state": state, "metrics": metrics,
+            "num_classes": data.num_classes, "class_names": data.class_names, "train_images": data.train.size}
+
+
+def _load_weights(model: torch.nn.Module, weights: dict, path: Path, what: str) -> None:
+    """``model.load_state_dict`` with a one-line ConfigError naming ``path`` when the shapes or keys differ."""
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        first = next((line.strip() for line in str(e).splitlines()[1:] if line.strip()), str(e))
+        raise ConfigError(f"{path} holds weights of another model ({first}); {what}") from None
+
+
+def _check_same_data(ckpt: dict, data, path: Path) -> None:
+    """Refuse to resume a checkpoint on data other than it was trained on (a changed data.root, say)."""
+    then = (ckpt.get("class_names"), ckpt.get("train_images"))
+    now = (data.class_names, data.train.size)
+    if ckpt.get("class_names") is not None and (then[0] != now[0] or then[1] not in (None, now[1])):
+        raise ConfigError(f"{path} was trained on {then[1] or '?'} training images of {len(then[0])} classes, but "
+                          f"this data gives {now[1]} of {len(now[0])}: resume with the data it was trained on "
+                          f"(data.root), or pass --no-resume to start over")
 
 
 def _all_finite(model: torch.nn.Module) -> bool:
@@ -124,7 +146,9 @@ def train(cfg: ExperimentConfig, *, resume: bool = True) -> dict:
         scoring_split(data, cfg.wsol)
     model = prepare_model(build_model(cfg.model, data.num_classes), cfg, device)
     if cfg.train.init_from:
-        model.load_state_dict(_weights_of(cfg.train.init_from))
+        source = _weights_file(cfg.train.init_from)
+        _load_weights(model, load_checkpoint(source)["model"], source,
+                      "train.init_from must name a run of the same model (backbone, heads, head width, classes)")
     run = RunFolder(cfg.run_dir())
     if rank == 0:
         run.lock()
@@ -150,16 +174,20 @@ def _loop(cfg: ExperimentConfig, run: RunFolder, data, model: SAOLModel, device:
 
     start_epoch, state = 0, {"best": None, "best_epoch": None, "wall_time_s": 0.0, "images": 0,
                              "train_time_s": 0.0, "last_eval": None}
+    history: list[dict] | None = []   # metrics rows of the epochs before start_epoch (None: unknown, older checkpoint)
     if resume and run.checkpoint.exists():
         ckpt = load_checkpoint(run.checkpoint, device)
-        model.load_state_dict(ckpt["model"])
+        _check_same_data(ckpt, data, run.checkpoint)
+        _load_weights(model, ckpt["model"], run.checkpoint,
+                      "pass --no-resume to start this run over, or pick another name=...")
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
-        start_epoch, state = ckpt["epoch"], ckpt["state"]
+        start_epoch, state, history = ckpt["epoch"], ckpt["state"], ckpt.get("metrics")
         if rank == 0:
             print(f"[saol] resuming {run.path} from epoch {start_epoch}", file=sys.stderr)
+            _repair_best(run, ckpt)
     if rank == 0:
-        run.truncate_metrics(start_epoch + 1)  # lines written after the checkpoint (or before the first one)
+        history = _restore_metrics(run, start_epoch, history)
 
     show = cfg.train.progress and rank == 0
 
@@ -181,9 +209,8 @@ def _loop(cfg: ExperimentConfig, run: RunFolder, data, model: SAOLModel, device:
                 running = meter.running("total")
                 if not math.isfinite(running):
                     raise TrainingDiverged(
-                        f"loss became {running} in epoch {epoch + 1} by step {step + 1}; the last good "
-                        f"checkpoint ({run.checkpoint}) is kept. Lower optim.lr, set optim.grad_clip, "
-                        f"or check the data.")
+                        f"loss became {running} in epoch {epoch + 1} by step {step + 1}; {_kept(run)}. Lower "
+                        f"optim.lr, set optim.grad_clip, or check the data.")
                 bar.set_postfix(loss=f"{running:.3f}", img_s=f"{images_seen * world / (time.perf_counter() - t0):.0f}")
             bar.update(1)
         bar.close()
@@ -191,31 +218,35 @@ def _loop(cfg: ExperimentConfig, run: RunFolder, data, model: SAOLModel, device:
             torch.cuda.synchronize(device)
         train_time = time.perf_counter() - t0
         if not _all_finite(model):
-            raise TrainingDiverged(f"weights or BatchNorm statistics became NaN/inf in epoch {epoch + 1}; the last good checkpoint "
-                                   f"({run.checkpoint}) is kept. Lower optim.lr or set optim.grad_clip.")
+            raise TrainingDiverged(f"weights or BatchNorm statistics became NaN/inf in epoch {epoch + 1}; {_kept(run)}. "
+                                   f"Lower optim.lr or set optim.grad_clip.")
         means = meter.means()
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": means.pop("total"),
                **{f"train_{k}": v for k, v in means.items()},
                "images_per_s": images_seen * world / train_time}
         last = epoch + 1 == cfg.train.epochs
+        new_best = False
         if last or (epoch + 1) % cfg.train.eval_every == 0:
             metrics = evaluate(step_fn.forward, data.test, device, cfg.train.eval_batches, step_fn.dtype)
             row.update(metrics)
             state["last_eval"] = {"epoch": epoch + 1, **metrics}
             if state["best"] is None or _primary(metrics) > _primary(state["best"]):
-                state["best"], state["best_epoch"] = dict(metrics), epoch + 1
-                if rank == 0:
-                    atomic_save({"model": model.state_dict(), "epoch": epoch + 1, "metrics": metrics,
-                                 "num_classes": data.num_classes, "class_names": data.class_names},
-                                run.best)
+                state["best"], state["best_epoch"], new_best = dict(metrics), epoch + 1, True
         state["wall_time_s"] += time.perf_counter() - t0
         state["train_time_s"] += train_time
         state["images"] += images_seen * world
         row["elapsed_s"] = state["wall_time_s"]
         if rank == 0:
             run.append_metrics(row)
-            if last or (epoch + 1) % cfg.train.checkpoint_every == 0:
-                atomic_save(_checkpoint(model, optimizer, scheduler, epoch + 1, state, data), run.checkpoint)
+            history.append(row)
+            # the checkpoint first, then best.pt: a kill between them leaves a checkpoint whose own weights
+            # are the best, which the resume copies into best.pt (_repair_best); never a best.pt of an epoch
+            # the resume will run again
+            if last or new_best or (epoch + 1) % cfg.train.checkpoint_every == 0:
+                atomic_save(_checkpoint(model, optimizer, scheduler, epoch + 1, state, data, history), run.checkpoint)
+            if new_best:
+                atomic_save(_best(model.state_dict(), epoch + 1, state["best"], data.num_classes, data.class_names),
+                            run.best)
             shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
             print(f"[saol] {cfg.name} " + " ".join(f"{k}={v}" for k, v in shown.items()), flush=True)
         if world > 1:
@@ -238,14 +269,57 @@ def _loop(cfg: ExperimentConfig, run: RunFolder, data, model: SAOLModel, device:
     return summary
 
 
-def _weights_of(path: str | Path) -> dict:
-    """Model state dict from a run folder (its best.pt) or a checkpoint file."""
+def _best(weights: dict, epoch: int, metrics: dict, num_classes: int, class_names: list[str]) -> dict:
+    return {"model": weights, "epoch": epoch, "metrics": metrics, "num_classes": num_classes,
+            "class_names": class_names}
+
+
+def _kept(run: RunFolder) -> str:
+    """What a diverged run leaves behind, for its error message."""
+    if run.checkpoint.exists():
+        return f"the last good checkpoint ({run.checkpoint}) is kept"
+    return "no checkpoint was written yet (the run diverged before its first one)"
+
+
+def _repair_best(run: RunFolder, ckpt: dict) -> None:
+    """Make best.pt the checkpoint's best epoch: a kill after the checkpoint of a new best and before best.pt
+    leaves the checkpoint's own weights as the best ones."""
+    best_epoch = ckpt["state"].get("best_epoch")
+    if best_epoch != ckpt["epoch"]:
+        return
+    if run.best.exists() and load_checkpoint(run.best).get("epoch") == best_epoch:
+        return
+    atomic_save(_best(ckpt["model"], best_epoch, ckpt["state"]["best"], ckpt["num_classes"], ckpt["class_names"]),
+                run.best)
+    print(f"[saol] best.pt rewritten from the checkpoint (epoch {best_epoch}, its best)", file=sys.stderr)
+
+
+def _restore_metrics(run: RunFolder, start_epoch: int, history: list[dict] | None) -> list[dict]:
+    """metrics.jsonl = the rows of epochs 1..start_epoch, then what this process appends. The checkpoint's
+    copy wins where the file lost rows (emptied, deleted, or left on another machine) and says so; a
+    checkpoint from before the copy was kept leaves the file's rows, with a warning where epochs lack one."""
+    on_file = [m for m in run.read_metrics() if m["epoch"] <= start_epoch]
+    if history is None:
+        missing = sorted(set(range(1, start_epoch + 1)) - {m["epoch"] for m in on_file})
+        if missing:
+            print(f"[saol] warning: {run.metrics} has no rows for epochs {missing} and the checkpoint keeps no copy "
+                  f"(written by an older version): the curves will lack them", file=sys.stderr)
+        history = on_file
+    elif on_file != history:
+        print(f"[saol] {run.metrics} held {len(on_file)} row(s) for epochs 1-{start_epoch}, the checkpoint "
+              f"{len(history)}: restored from the checkpoint", file=sys.stderr)
+    atomic_write_text(run.metrics, "".join(json.dumps(m) + "\n" for m in history))
+    return list(history)
+
+
+def _weights_file(path: str | Path) -> Path:
+    """The weights a ``train.init_from`` names: a run folder's best.pt, or a checkpoint file."""
     path = Path(path)
     if path.is_dir():
         path = RunFolder(path).best
     if not path.exists():
         raise FileNotFoundError(f"train.init_from={path} does not exist: give a run folder or a .pt checkpoint")
-    return load_checkpoint(path)["model"]
+    return path
 
 
 def load_run(run_dir: str | Path, which: str = "last") -> tuple[SAOLModel, ExperimentConfig]:

@@ -174,6 +174,11 @@ def attention_maps(model, images: Tensor, titles: Sequence[str], class_names: Se
     return fig
 
 
+def panels(fig) -> list:
+    """A figure's panels in drawing order, without the colorbars (which ``fig.axes`` also lists)."""
+    return [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+
+
 def paste(images: Tensor, i: int, j: int, box: tuple[int, int, int, int]) -> Tensor:
     """(1,C,H,W): image ``i`` with the (y0, y1, x0, x1) box region of image ``j`` pasted in (CutMix)."""
     y0, y1, x0, x1 = box
@@ -337,7 +342,7 @@ def comparisons_plot(compared: pd.DataFrame):
             values = compared[ref].astype(float)
             if values.notna().any():
                 ax.scatter(values, np.arange(len(compared)), marker=markers[j % len(markers)], color=f"C{4 + j}",
-                           label=f"paper {ref.split(':', 1)[1]}", zorder=3)
+                           label="paper" if ref == "paper:paper" else f"paper {ref.split(':', 1)[1]}", zorder=3)
         ax.set_yticks(np.arange(len(compared)), labels, fontsize=8)
         ax.invert_yaxis()
         ax.set_xlabel("a − b (points)", fontsize=8)

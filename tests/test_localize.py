@@ -6,9 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import matplotlib.colors as mcolors
+from matplotlib.patches import Rectangle
 
 import saol_core.train as train_mod
-from saol_core import wsol
+from saol_core import viz, wsol
 from saol_core.wsol import speed, table as wsol_table
 from saol_core.config import ModelConfig
 from saol_core.model import build_model
@@ -205,7 +207,13 @@ def test_run_summary_carries_the_localization_record(tmp_path):
     assert final["center_gmacs"] == 0.0 and "center_top1_cls" not in final
     assert final["saol_gmacs"] > final["cam_gmacs"] > 0
     fig = wsol.localization_figure(cfg.run_dir(), n=2)
-    assert f"at {final['saol_threshold']:.2f} (lime)" in fig._suptitle.get_text() and len(fig.axes) >= 10
+    assert f"at {final['saol_threshold']:.2f} (lime)" in fig._suptitle.get_text()
+    grid = np.array(viz.panels(fig)).reshape(2, 6)   # input, A, Y top-1, Y top-2, A⊙Y top-1, A⊙Y top-2
+    boxes = data.test_boxes.at(32)
+    for i in range(2):   # each row's boxes on its own input (ground truth, SAOL, CAM) and on its A⊙Y of the top-1 class
+        outlines = [[p for p in ax.patches if isinstance(p, Rectangle)] for ax in grid[i]]
+        assert [len(o) for o in outlines] == [len(boxes[i]) + 2, 0, 0, 0, 1, 0]
+        assert [o.get_edgecolor() for o in outlines[0][-2:]] == [mcolors.to_rgba("lime"), mcolors.to_rgba("orange")]
     everything = train_mod.make_config(None, TINY + [f"out_dir={tmp_path}", "name=all", "wsol.enabled=true"])
     with pytest.raises(train_mod.ConfigError, match="select_per_class=10 takes every one of the 32 test images"):
         train_mod.train(everything)    # refused before training: 32 test images, <= 10 per class

@@ -34,10 +34,27 @@ def test_overrides_as_mapping_list_or_one_string():
         as_overrides(3)
 
 
-def test_unknown_parameters_name_the_valid_ones():
-    check_parameters({"PARAMS": 1, "OUT_DIR": 2, "In": [], "_": None, "os": None}, {"PARAMS", "OUT_DIR"})
-    with pytest.raises(ConfigError, match=r"\['EPOCHS'\].*\['OUT_DIR', 'PARAMS'\]"):
-        check_parameters({"PARAMS": 1, "EPOCHS": 1}, {"PARAMS", "OUT_DIR"})
+def test_unknown_parameters_of_any_case_and_wrong_types_are_refused():
+    import os
+    from pathlib import Path as P
+    names = {"PARAMS": str, "OUT_DIR": str, "RESUME": bool}
+    ok = {"PARAMS": "p", "OUT_DIR": "o", "RESUME": True, "In": [], "_": None, "os": os, "P": P, "print": print}
+    check_parameters(ok, names)   # imports (modules, classes, functions) and the kernel's names are not parameters
+    for extra in ({"EPOCHS": 1}, {"epochs": 1}, {"Out_Dir": "x"}):
+        with pytest.raises(ConfigError, match=rf"\['{next(iter(extra))}'\].*\['OUT_DIR', 'PARAMS', 'RESUME'\]"):
+            check_parameters({**ok, **extra}, names)
+    with pytest.raises(ConfigError, match="notebook parameter RESUME='maybe' must be bool"):
+        check_parameters({**ok, "RESUME": "maybe"}, names)
+    with pytest.raises(ConfigError, match="STEPS=True must be int"):
+        check_parameters({"STEPS": True}, {"STEPS": int})
+    check_parameters({"X": None}, {"X": (int, type(None))})
+
+
+def test_papermill_with_a_lower_case_parameter_fails_in_the_notebook(tmp_path):
+    import papermill as pm
+    with pytest.raises(pm.PapermillExecutionError, match="unknown notebook parameter.*'out_dir'"):
+        pm.execute_notebook(str(ROOT / "notebooks/02_table.ipynb"), str(tmp_path / "out.ipynb"),
+                            parameters={"out_dir": str(tmp_path)}, cwd=str(ROOT / "notebooks"), progress_bar=False)
 
 
 def test_the_study_prints_each_epoch_of_the_runs_in_flight(tmp_path, capsys):

@@ -2,6 +2,7 @@
 writes, bad configs and bad data. Each error is one line that says what to do."""
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -54,10 +55,14 @@ def test_a_second_process_on_a_run_folder_is_refused_naming_the_holder(tmp_path)
 
 
 def test_divergence_keeps_checkpoints_with_finite_batchnorm_statistics(tmp_path):
-    with pytest.raises(TrainingDiverged, match="last good checkpoint"):
+    with pytest.raises(TrainingDiverged, match=r"in epoch 1 .*no checkpoint was written yet"):
         train(tiny(tmp_path, "div", "optim.lr=1e6", "optim.schedule=constant", "train.epochs=4",
                    "data.train_size=192"))
     folder = runs.RunFolder(tmp_path / "div")
+    assert not folder.checkpoint.exists()   # the message says what is true
+    from saol_core.train import _kept
+    train(tiny(tmp_path, "ok", "train.epochs=1"))
+    assert _kept(runs.RunFolder(tmp_path / "ok")).startswith("the last good checkpoint (")
     for path in (folder.checkpoint, folder.best):
         if path.exists():
             state = runs.load_checkpoint(path)["model"]
@@ -303,16 +308,22 @@ def test_bad_images_are_reported_all_at_once_before_training(tmp_path):
         assert all(str(p) in str(e.value) for p in bad)
 
 
+def cub_with_box(tmp_path: Path, index: int, line: str) -> tuple[Path, Path]:
+    """A small CUB folder whose bounding_boxes.txt has ``line`` at 0-based ``index``; (root, box file)."""
+    from test_data import write_cub
+    root = tmp_path / "cub"
+    write_cub(root, np.random.default_rng(0))
+    meta = root / "bounding_boxes.txt"
+    lines = meta.read_text().splitlines()
+    lines[index] = line
+    meta.write_text("\n".join(lines) + "\n")
+    return root, meta
+
+
 @pytest.mark.parametrize("layout", ["cub", "wsol"])
 def test_inverted_boxes_and_bad_numbers_name_file_and_line(tmp_path, layout):
     if layout == "cub":
-        from test_data import write_cub
-        root = tmp_path / "cub"
-        write_cub(root, np.random.default_rng(0))
-        meta = root / "bounding_boxes.txt"
-        lines = meta.read_text().splitlines()
-        lines[2] = "3 10 6 -20 15"
-        meta.write_text("\n".join(lines) + "\n")
+        root, meta = cub_with_box(tmp_path, 2, "3 10 6 -20 15")
         expected = [f"{meta} line 3: inverted box"]
         bad_number = (root / "image_class_labels.txt", "2 three", "line 2: expected 1 integer")
     else:
@@ -348,3 +359,125 @@ def test_default_threads_leave_busy_cores_alone(monkeypatch):
         assert train_mod.default_threads(8) == expected
     monkeypatch.setattr(train_mod.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
     assert train_mod.default_threads(4) == 4   # never more than torch's own default
+
+
+# ---------------------------------------------------------------- Reliability II
+
+def test_a_nan_in_a_box_file_names_file_and_line(tmp_path):
+    root, meta = cub_with_box(tmp_path, 0, "1 30.7 13.8 nan 15.6")
+    with pytest.raises(DatasetError, match=f"{meta} line 1: non-finite number".replace("/", ".")):
+        build_data(DataConfig(dataset="cub", root=str(root), image_size=16, workers=0, device_resident=False,
+                              cache_dir=str(tmp_path / "c")), seed=0, batch_size=1)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_truncated_jpegs_of_a_streamed_dataset_are_listed_in_one_line(tmp_path, workers):
+    from test_data import write_cub
+    root = tmp_path / "cub"
+    write_cub(root, np.random.default_rng(0))
+    bad = [root / "images/003.c/x2.jpg", root / "images/005.e/x3.jpg"]   # both training images
+    for path in bad:
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) * 2 // 3])   # the header survives: the pre-training check passes
+    data = build_data(DataConfig(dataset="cub", root=str(root), image_size=16, workers=workers,
+                                 device_resident=False, cache_dir=str(tmp_path / "c")), seed=0, batch_size=1)
+    with pytest.raises(DatasetError) as e:
+        list(data.train.epoch(0))
+    message = str(e.value)
+    assert "\n" not in message and "Traceback" not in message
+    assert message.startswith("2 unreadable image file(s)") and all(str(p) in message for p in bad)
+
+
+def test_a_run_folder_that_cannot_be_written_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    out = cli("saol_core.train", "-", *TINY, f"out_dir={tmp_path / 'file' / 'runs'}", "name=r")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert out.stderr.startswith("error: cannot write in the run folder") and "out_dir" in out.stderr
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.momentum=-1", "optim.momentum must be in [0, 1)"),
+    ("train.threads=-2", "train.threads must be >= 1"),
+    ("data.workers=-1", "data.workers must be >= 0"),
+    ("optim.weight_decay=-0.1", "optim.weight_decay must be >= 0"),
+    ("loss.w_ss2=-1", "loss weights"),
+])
+def test_more_values_are_refused_before_the_run_folder_exists(tmp_path, override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        train(tiny(tmp_path, "v", override))
+    assert not (tmp_path / "v").exists()
+
+
+def test_a_params_file_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("source: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=f"params file {path} is not UTF-8".replace("/", ".")):
+        make_config(path)
+
+
+def test_a_corrupt_summary_names_the_file_in_one_line(tmp_path):
+    train(tiny(tmp_path, "s", "train.epochs=1"))
+    summary = tmp_path / "s/summary.json"
+    summary.write_text('{"finished": tru')
+    with pytest.raises(runs.RecordCorrupt, match=f"{summary} is not valid JSON".replace("/", ".")):
+        train(tiny(tmp_path, "s", "train.epochs=1"))
+    out = cli("saol_core.train", "-", *TINY, "train.epochs=1", f"out_dir={tmp_path}", "name=s")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and str(summary) in out.stderr
+
+
+def test_weights_of_another_model_size_are_refused_in_one_line(tmp_path):
+    train(tiny(tmp_path, "small", "train.epochs=1"))
+    with pytest.raises(ConfigError, match=r"small.best.pt holds weights of another model .*train.init_from"):
+        train(tiny(tmp_path, "wide", "train.epochs=1", "model.head_channels=16", f"train.init_from={tmp_path / 'small'}"))
+    (tmp_path / "copied").mkdir()   # a checkpoint copied into a folder of another model
+    (tmp_path / "copied/checkpoint.pt").write_bytes((tmp_path / "small/checkpoint.pt").read_bytes())
+    out = cli("saol_core.train", "-", *TINY, "train.epochs=1", "model.head_channels=16", f"out_dir={tmp_path}",
+              "name=copied")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "--no-resume" in out.stderr
+    assert "copied/checkpoint.pt holds weights of another model" in out.stderr
+
+
+def test_resuming_on_other_data_is_refused(tmp_path):
+    small, large = folder_dataset(tmp_path / "small"), folder_dataset(tmp_path / "large", n=8)
+    common = [*TINY, "data.dataset=folder", "data.image_size=16", "data.device_resident=true",
+              f"data.cache_dir={tmp_path / 'cache'}", "train.batch_size=4"]
+    cfg = make_config(None, [*common, f"data.root={small}", f"out_dir={tmp_path}", "name=d"])
+    train(cfg)
+    (tmp_path / "d/summary.json").unlink()   # as if killed before the summary: a resumable run
+    other = make_config(None, [*common, f"data.root={large}", f"out_dir={tmp_path}", "name=d"])
+    with pytest.raises(ConfigError, match="was trained on 12 training images of 2 classes, but this data gives 16 of 2"):
+        train(other)
+    train(cfg)   # the data it was trained on: resumes
+
+
+def test_the_checkpoint_restores_a_lost_metrics_history_and_best_pt(tmp_path, capsys):
+    cfg = tiny(tmp_path, "h", "train.eval_every=1")
+    train(cfg)
+    folder = runs.RunFolder(tmp_path / "h")
+    rows = folder.read_metrics()
+    ckpt = runs.load_checkpoint(folder.checkpoint)
+    assert ckpt["metrics"] == rows and [m["epoch"] for m in rows] == [1, 2]
+    assert ckpt["state"]["best_epoch"] == 2, "this test needs epoch 2 to be the best"
+    # killed after the epoch-2 checkpoint, before its best.pt; the metrics file emptied (or left elsewhere)
+    runs.atomic_save({**runs.load_checkpoint(folder.best), "epoch": 1}, folder.best)
+    folder.metrics.write_text("")
+    folder.summary.unlink()
+    train(cfg)
+    err = capsys.readouterr().err
+    assert folder.read_metrics() == rows and "held 0 row(s) for epochs 1-2, the checkpoint 2: restored" in err
+    best = runs.load_checkpoint(folder.best)
+    assert best["epoch"] == 2 and all(torch.equal(best["model"][k], ckpt["model"][k]) for k in ckpt["model"])
+    assert "best.pt rewritten from the checkpoint (epoch 2" in err
+
+
+def test_caches_follow_the_umask(tmp_path):
+    root = folder_dataset(tmp_path / "ds")
+    archive = tmp_path / "ds.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(root, arcname="ds")
+    build_data(DataConfig(dataset="folder", root=str(archive), image_size=16, device_resident=True,
+                          cache_dir=str(tmp_path / "cache")), seed=0, batch_size=4)
+    unpacked = next((tmp_path / "cache/unpacked").iterdir())
+    decoded = next((tmp_path / "cache/decoded").iterdir())
+    assert unpacked.stat().st_mode & 0o777 == 0o777 & ~runs.UMASK
+    assert decoded.stat().st_mode & 0o777 == 0o666 & ~runs.UMASK

@@ -17,6 +17,7 @@ import yaml
 from saol_core import study as st
 from saol_core.config import ConfigError, format_value, make_config, parse_overrides
 from saol_core.runs import RunFolder
+from saol_core.study.runner import STRIPPED
 from saol_core.study.report import _mean_std
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -258,6 +259,31 @@ def test_runner_goes_seed_by_seed_and_leaves_runs_another_process_holds(tmp_path
     assert "skipping b-gap-s0: in use by pid" in capsys.readouterr().out
 
 
+def test_only_that_matches_no_run_is_an_error_and_writes_nothing(tmp_path):
+    path = make_study(tmp_path, seeds=[0])
+    out = tmp_path / "out"
+    assert st.main([str(path), "--out", str(out), "--only", "nope-*"]) == 2
+    assert not out.exists()
+    assert st.main([str(path), "--out", str(out), "--only", "nope-*", "--dry-run"]) == 2
+
+
+def test_run_records_keep_text_outputs_and_drop_images(tmp_path):
+    notebook = notebook_of(tmp_path / "train.ipynb",
+                           "import io\nfrom PIL import Image\nfrom IPython.display import display, Image as Png\n"
+                           "buffer = io.BytesIO(); Image.new('RGB', (4, 4)).save(buffer, 'PNG')\n"
+                           "display(Png(data=buffer.getvalue())); print('loss 0.5')\n"
+                           "(run / 'summary.json').write_text(json.dumps({'finished': True, 'final': {'gap_top1': 5.0}}))")
+    path = make_study(tmp_path, seeds=[0], notebook=str(notebook), rows=[{"name": "a"}],
+                      variants=[{"name": "gap", "set": {"model.heads": "gap", "loss.w_sd": 0.0}}],
+                      columns=[{"label": "GAP-FC", "variant": "gap", "metric": "gap_top1"}])
+    assert st.run_study(st.load_study(path), tmp_path / "out", table=False) == {}
+    nb = nbformat.read(str(tmp_path / "out/runs/a-gap-s0/train.ipynb"), as_version=4)
+    outputs = [o for c in nb.cells for o in c.get("outputs", [])]
+    assert not [k for o in outputs for k in o.get("data", {}) if k.startswith("image/")]
+    assert any(o.get("data", {}).get("text/plain") == STRIPPED for o in outputs)
+    assert any("loss 0.5" in o.get("text", "") for o in outputs)
+
+
 def test_finished_run_with_changed_params_is_stale_and_reported(tmp_path):
     notebook = stand_in_notebook(tmp_path / "train.ipynb")
     path = make_study(tmp_path, seeds=[0], notebook=str(notebook), rows=[{"name": "a"}],
@@ -294,6 +320,20 @@ def test_clean_notebook_strips_execution_metadata(tmp_path):
     clean = nbformat.read(str(tmp_path / "n.ipynb"), as_version=4)
     assert dict(clean.metadata) == {"language_info": {"name": "python"}}
     assert dict(clean.cells[0].metadata) == {"tags": ["parameters"]}
+
+
+def test_regenerating_a_report_from_unchanged_records_changes_no_file(tmp_path):
+    path = make_study(tmp_path, seeds=[0], comparisons=[{"label": "B − A", "a": "b.gap_top1", "b": "a.gap_top1",
+                                                         "variant": "gap"}])
+    for row, value in (("a", 90.0), ("b", 91.0)):
+        for variant in ("gap", "saol"):
+            fake_run(tmp_path / "out/runs", f"{row}-{variant}-s0", {"gap_top1": value, "saol_top1": value},
+                     [{"epoch": 1, "train_loss": 1.0, "gap_top1": value}])
+    study = st.load_study(path)
+    assert st.run_study(study, tmp_path / "out", train=False) == {}
+    first = {p: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()}
+    assert st.run_study(study, tmp_path / "out", train=False) == {}
+    assert {p: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()} == first
 
 
 def test_committed_notebooks_are_clean_and_parameterized():
@@ -341,6 +381,10 @@ def test_comparisons_pair_seeds_and_references_show_beside_ours(tmp_path):
             "| +1.00 | +1.00 |") in report
     assert "*reproduced* = the interval contains the paper's Δ" in report and "*no difference seen* = " in report
     assert "*contradicted*" not in report   # the legend defines the words the table uses
+    head = report.split("Source:")[0]        # the report opens with one line per main comparison
+    assert ("- SAOL − GAP: +1.13 [+0.33, +1.93], **reproduced** (n=3, cpu AVX512 · bfloat16 · torch 2.13; "
+            "paper +1.00 R-110, +1.00 WRN)") in head and "B − A" not in head   # no paper number: not a headline
+    assert "Smoke run: not a result" not in report
     assert "no correction for the 2 intervals in this table" in report and "about 0.1 of them" in report
     import matplotlib.colors as mcolors
     from saol_core import viz
@@ -414,6 +458,13 @@ def torch_version() -> str:
     return torch.__version__
 
 
+def test_smoke_reports_say_they_are_not_results(tmp_path):
+    study = st.load_study("params/smoke/cifar10_resnet20.yaml")
+    results = st.collect(study, tmp_path / "out")
+    text = st.write_report(study, tmp_path / "out", st.summarize(study, results), results, {}).read_text()
+    assert text.splitlines()[2].startswith("> **Smoke run: not a result.**")
+
+
 def test_comparison_paper_deltas_match_the_transcribed_cells():
     study = st.load_study("params/cifar10_resnet20.yaml")
     column = {c.metric[0]: j for j, c in enumerate(study.columns)}
@@ -445,7 +496,8 @@ def test_one_ctrl_c_stops_the_kernels_and_says_how_to_resume(tmp_path):
     out = tmp_path / "out"
     # SIG_DFL in the child: a shell's background job (nohup ... &) starts with SIGINT ignored, and Python
     # then rightly leaves it ignored; this test is about what a terminal's Ctrl-C does
-    proc = subprocess.Popen([sys.executable, "-m", "saol_core.study", str(path), "--out", str(out), "--jobs", "2"],
+    proc = subprocess.Popen([sys.executable, "-m", "saol_core.study", str(path), "--out", str(out), "--jobs", "2",
+                             "--only", "a-*", "--set", "train.threads=1"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     pids = [out / f"runs/a-gap-s{s}/pid" for s in (0, 1)]
@@ -459,7 +511,9 @@ def test_one_ctrl_c_stops_the_kernels_and_says_how_to_resume(tmp_path):
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
         assert time.time() - started < 30 and proc.returncode == 130
-        assert "Resume with: python -m saol_core.study" in err and "Traceback" not in err
+        # the command as started, selection and overrides included
+        assert (f"Resume with: python -m saol_core.study {path} --out {out} --only 'a-*' --set train.threads=1 "
+                f"--jobs 2\n") in err and "Traceback" not in err
         for p in pids:
             with pytest.raises(ProcessLookupError):
                 os.kill(int(p.read_text()), 0)

@@ -109,19 +109,23 @@ def test_normalize_maps():
     raw = torch.randn(4, 7, 7)
     raw[2] = 3.0                                   # constant
     raw[3, 1, 2] = float("nan")
-    out = normalize_maps(raw, (28, 28))
-    assert out.shape == (4, 28, 28) and out.dtype == torch.float32
-    for b in (0, 1):
-        up = F.interpolate(raw[b][None, None], size=(28, 28), mode="bicubic", align_corners=False)[0, 0]
-        torch.testing.assert_close(out[b], (up - up.min()) / (up.max() - up.min()))
+    out = normalize_maps(raw, (28, 20))
+    assert out.shape == (4, 28, 20) and out.dtype == torch.float64
+    for b in (0, 1):   # torch's float64 bicubic (an independent implementation of the same kernel, a = -0.75)
+        up = F.interpolate(raw[b][None, None].double(), size=(28, 20), mode="bicubic", align_corners=False)[0, 0]
+        torch.testing.assert_close(out[b], (up - up.min()) / (up.max() - up.min()), atol=1e-5, rtol=0)
         assert out[b].min() == 0.0 and out[b].max() == 1.0
+    # exactly the reference's arithmetic: float64, cv2.resize (dsize is width, height), min-max
+    import cv2
+    ref = cv2.resize(raw[0].double().numpy(), (20, 28), interpolation=cv2.INTER_CUBIC)
+    np.testing.assert_array_equal(out[0].numpy(), (ref - ref.min()) / (ref.max() - ref.min()))
     assert (out[2] == 0).all() and (out[3] == 0).all()
     # min-max normalization is invariant to a positive affine map of the raw scores
-    torch.testing.assert_close(normalize_maps(2.5 * raw[:2] - 7.0, (28, 28)), out[:2])
+    torch.testing.assert_close(normalize_maps(2.5 * raw[:2] - 7.0, (28, 20)), out[:2])
     # at the same size bicubic is the identity: a two-level map becomes exactly {0, 1}
     two_level = torch.zeros(1, 5, 5)
     two_level[0, 1:3, 2:4] = 0.3
-    np.testing.assert_array_equal(normalize_maps(two_level, (5, 5))[0], (two_level[0] > 0).float())
+    np.testing.assert_array_equal(normalize_maps(two_level, (5, 5))[0], (two_level[0] > 0).double())
     inf_map = torch.ones(1, 3, 3)
     inf_map[0, 0, 0] = float("inf")
     assert (normalize_maps(inf_map, (6, 6)) == 0).all()

@@ -19,6 +19,7 @@ from PIL import Image
 from torch import Tensor
 from torchvision.io import ImageReadMode, decode_image, read_file
 
+from ..runs import UMASK
 from .common import DatasetError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
@@ -48,6 +49,7 @@ def unpack_once(archive: Path, cache_dir: Path) -> Path:
         _remove_abandoned(target.parent)
         tmp = Path(tempfile.mkdtemp(prefix=f".{stem}-{os.getpid()}-", dir=target.parent))
         try:
+            os.chmod(tmp, 0o777 & ~UMASK)  # mkdtemp makes 0700; the cache is shared like any folder
             with tarfile.open(archive) as tar:
                 tar.extractall(tmp, filter="data")
                 _check_end_marker(tar)
@@ -137,6 +139,19 @@ def raise_all(errors: list[str]) -> None:
         raise UnreadableImages(errors)
 
 
+def undecodable(paths: Sequence[Path | str], threads: int | None = None) -> list[str]:
+    """The error of every file among ``paths`` that cannot be decoded in full (a truncated JPEG passes the
+    header check and fails only here), decoded in parallel threads."""
+    def error(path) -> str | None:
+        try:
+            decode_file(path)
+        except DatasetError as e:
+            return str(e)
+        return None
+    with ThreadPoolExecutor(threads or min(8, os.cpu_count() or 1)) as pool:
+        return [e for e in pool.map(error, paths) if e]
+
+
 def decode_all(paths: Sequence[Path], size: int, threads: int | None = None) -> np.ndarray:
     """Decode ``paths`` into one (N,size,size,3) uint8 array, chunks in parallel threads."""
     threads = threads or min(8, os.cpu_count() or 1)
@@ -170,6 +185,7 @@ def decoded_cached(paths: Sequence[Path], size: int, cache_dir: Path, tag: str) 
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".npy", dir=target.parent)
     try:
+        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600
         with os.fdopen(fd, "wb") as f:
             np.save(f, images)
         os.replace(tmp, target)

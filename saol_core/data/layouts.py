@@ -5,6 +5,7 @@ evaluated image. Labels are remapped to 0..K-1 in sorted order of the labels pre
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,11 +121,15 @@ class _Line(list):
 
     def numbers(self, start: int, stop: int, kind: type = float) -> list:
         try:
-            return [kind(v) for v in self[start:stop]]
+            values = [kind(v) for v in self[start:stop]]
         except ValueError:
             raise DatasetError(f"{self.path} line {self.number}: expected {stop - start} "
                                f"{'integer' if kind is int else 'number'}(s) in fields {start + 1}-{stop}, got "
                                f"{self[start:stop]}") from None
+        if not all(math.isfinite(v) for v in values):  # float() reads "nan" and "inf" without a word
+            raise DatasetError(f"{self.path} line {self.number}: non-finite number in fields {start + 1}-{stop} "
+                               f"{self[start:stop]}; fix or remove the line")
+        return values
 
     def box(self, start: int, xywh: bool) -> list[float]:
         """x0, y0, x1, y1 from ``x y w h`` (xywh) or ``x0 y0 x1 y1``; an inverted box is an error."""

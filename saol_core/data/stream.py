@@ -18,8 +18,8 @@ import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from .common import Loader, Normalizer, make_generator, rank_positions
-from .files import decode_file
+from .common import DatasetError, Loader, Normalizer, make_generator, rank_positions
+from .files import decode_file, raise_all, undecodable
 from .layouts import FileSplit
 
 _ORDER_STREAM = 0x5A02
@@ -162,6 +162,12 @@ class StreamLoader(Loader):
                                       persistent_workers=self.workers > 0, worker_init_fn=_worker_init,
                                       pin_memory=self.device.type == "cuda")
         self._sampler.epoch = epoch
-        for img, label, index, offset in self._loader:
-            img, label, index, offset = (t.to(self.device, non_blocking=True) for t in (img, label, index, offset))
-            yield self.normalize(img, offset), label, index
+        try:
+            for img, label, index, offset in self._loader:
+                img, label, index, offset = (t.to(self.device, non_blocking=True) for t in (img, label, index, offset))
+                yield self.normalize(img, offset), label, index
+        except DatasetError as e:
+            # a worker met a file the header check passed (e.g. a truncated JPEG); its error arrives wrapped in
+            # the worker's traceback. Check every file of the split, so that one pass fixes them all
+            raise_all(undecodable(self._dataset.paths))
+            raise DatasetError(str(e).rstrip().splitlines()[-1].split(": ", 1)[-1]) from None

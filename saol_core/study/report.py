@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..runs import cpu_vendor, hardware_class
+from ..runs import cpu_vendor, hardware_class, read_json
 from .spec import ACROSS, ROOT, Study, expand, project_path, run_status
 from .stats import LEVEL, VERDICTS, half_width, paired, verdict
 
@@ -63,11 +63,11 @@ def collect(study: Study, out: str | Path):
     for run in expand(study):
         status = run_status(study, run, runs_dir)
         folder = runs_dir / run.name
-        summary = json.loads((folder / "summary.json").read_text()) if status == "finished" else {}
+        summary = read_json(folder / "summary.json") if status == "finished" else {}
         notebook = folder / Path(study.notebook).name
         hardware = summary.get("hardware") or {}
         environment = folder / "environment.json"
-        versions = json.loads(environment.read_text()).get("versions", {}) if summary and environment.exists() else {}
+        versions = read_json(environment).get("versions", {}) if summary and environment.exists() else {}
         lines.append({"run": run.name, "row": run.row, "variant": run.variant, "seed": run.seed,
                       "status": status, "notebook": str(notebook) if notebook.exists() else None,
                       "wall_time_s": _run_time(summary), "images_per_s": summary.get("images_per_s"),
@@ -277,6 +277,27 @@ def _machine(results) -> str:
     return "; ".join(seen) or "—"
 
 
+def headlines(study: Study, compared) -> list[str]:
+    """One line per main comparison (those marked ``headline``; else those with a paper number, at most 6):
+    "label: Δ [lo, hi], verdict (n=5, class; paper +1.61 ResNet-110)"."""
+    chosen = [c.label for c in study.comparisons if c.headline] or [
+        c.label for c in study.comparisons if any(v is not None for v in c.paper.values())][:6]
+    lines = []
+    for c in compared[compared.comparison.isin(chosen)].to_dict("records"):
+        ours = "no paired seeds" if _missing(c["mean"]) else _num(c["mean"], True) + (
+            "" if _missing(c["lo"]) else f" [{_num(c['lo'], True)}, {_num(c['hi'], True)}]")
+        papers = [f"{_num(c[k], True)} {k.split(':', 1)[1]}".replace(" paper", "") for k in c
+                  if k.startswith("paper:") and not _missing(c[k])]
+        where = "" if _missing(c["hw_class"]) else f", {c['hw_class']}"
+        lines.append(f"- {c['comparison']}: {ours}, **{c['verdict']}** (n={c['n']}{where}"
+                     + (f"; paper {', '.join(papers)})" if papers else ")"))
+    return lines
+
+
+def _is_smoke(study: Study) -> bool:
+    return study.overlay is not None or "smoke" in Path(study.path).parts
+
+
 def write_report(study: Study, out: str | Path, summary, results, figures: dict[str, str | Path]) -> Path:
     """``<out>/table.md`` (the tables) and ``<out>/README.md`` (tables, setting, figures, runs, how to
     regenerate). Both texts are built before either is written."""
@@ -302,7 +323,14 @@ def write_report(study: Study, out: str | Path, summary, results, figures: dict[
                    "near 0 is weak evidence."]
     done = results[results.status == "finished"]
     rel = _rel(out, ROOT)
-    parts = [f"# {study.title}", "", f"Source: {study.source}", ""]
+    parts = [f"# {study.title}", ""]
+    if _is_smoke(study):
+        parts += ["> **Smoke run: not a result.** Tiny models trained for a few steps on stand-in data, to check "
+                  "that the study runs end to end; no number here says anything about SAOL.", ""]
+    if study.comparisons and len(compared):
+        parts += [f"**Headline** (paired Δ of the final epoch's metrics [{LEVEL:.0%} CI], verdict on sign and size, "
+                  "n seeds and their hardware class; the paper's Δ):", "", *headlines(study, compared), ""]
+    parts += [f"Source: {study.source}", ""]
     if study.setting:
         parts += [study.setting.strip(), ""]
     parts += [f"Study `{study.path}`: {len(done)}/{len(results)} runs finished on {_machine(results)}; "

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..config import ConfigError, make_config
+from ..runs import RecordCorrupt
 from .spec import ROOT, Run, Study, changed_keys, default_out, expand, load_study, project_path, run_status
 
 
@@ -48,6 +49,29 @@ def execute(notebook: str | Path, output: Path, parameters: dict) -> str | None:
     except Exception as e:  # kernel died, notebook missing, ...: report it and go on with the others
         return f"{type(e).__name__}: {e}\n    notebook {output}"
     return None
+
+
+STRIPPED = "[figure not kept in the run record: the study's report draws its figures from the records]"
+
+
+def strip_images(path: str | Path) -> int:
+    """Replace the images in an executed run notebook's outputs by a one-line note (text outputs stay): a
+    record keeps what its figures were drawn from, not megabytes of PNG. Returns how many it replaced."""
+    import nbformat
+    nb = nbformat.read(str(path), as_version=4)
+    replaced = 0
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            images = [k for k in data if k.startswith("image/")]
+            if images:
+                for k in images:
+                    del data[k]
+                data["text/plain"] = STRIPPED
+                replaced += 1
+    if replaced:
+        nbformat.write(nb, str(path))
+    return replaced
 
 
 class StudyInterrupted(RuntimeError):
@@ -200,9 +224,13 @@ def run_study(study: Study, out: Path, *, only: list[str] | None = None, extra: 
             return run, None
         overrides = threads + run.overrides
         in_flight[run.name] = make_config(project_path(study.path), run.overrides).train.epochs
+        output = runs_dir / run.name / Path(study.notebook).name
         try:
-            return run, execute(study.notebook, runs_dir / run.name / Path(study.notebook).name,
-                                {"PARAMS": run.params, "OVERRIDES": overrides, "OUT_DIR": str(runs_dir)})
+            error = execute(study.notebook, output, {"PARAMS": run.params, "OVERRIDES": overrides,
+                                                     "OUT_DIR": str(runs_dir)})
+            if project_path(output).exists():
+                strip_images(project_path(output))
+            return run, error
         finally:
             ended.add(run.name)
 
@@ -224,9 +252,15 @@ def run_study(study: Study, out: Path, *, only: list[str] | None = None, extra: 
         done.set()
         pool.shutdown(wait=False, cancel_futures=True)
         stopped = _stop_kernels()
+        import shlex
+        again = ["python", "-m", "saol_core.study", study.path, "--out", str(out)]
+        again += ["--only", *only] if only else []
+        again += ["--set", *extra] if extra else []
+        again += ["--jobs", str(jobs)] if jobs > 1 else []
+        again += [] if table else ["--no-table"]
         raise StudyInterrupted(f"interrupted: stopped {stopped} training kernel(s); finished runs are kept and "
-                               f"interrupted ones resume from their last checkpoint. Resume with: python -m "
-                               f"saol_core.study {study.path} --out {out}") from None
+                               f"interrupted ones resume from their last checkpoint. Resume with: "
+                               f"{shlex.join(again)}") from None
     done.set()
     watcher.join()
     pool.shutdown()
@@ -235,8 +269,10 @@ def run_study(study: Study, out: Path, *, only: list[str] | None = None, extra: 
 
 def _table(study: Study, out: Path) -> dict[str, str]:
     """Execute the table notebook; {"(table)": failure report} or {}."""
-    error = execute(study.table_notebook, out / Path(study.table_notebook).name,
-                    {"PARAMS": study.path, "OUT_DIR": str(out)})
+    output = out / Path(study.table_notebook).name
+    error = execute(study.table_notebook, output, {"PARAMS": study.path, "OUT_DIR": str(out)})
+    if project_path(output).exists():
+        clean_notebook(project_path(output))   # no timings: regenerating unchanged records changes no file
     if error:
         print(f"[study] FAILED table notebook: {error}", flush=True)
         return {"(table)": error}
@@ -257,6 +293,8 @@ def clean_notebook(path: str | Path) -> None:
     for cell in nb.cells:
         for key in ("papermill", "execution"):
             cell.metadata.pop(key, None)
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            cell["id"] = "injected-parameters"   # papermill draws a random id each time
     nbformat.write(nb, str(path))
 
 
@@ -328,10 +366,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         failures = run_study(study, out, only=args.only, extra=args.set, table=not args.no_table,
                              jobs=args.jobs, train=not args.table_only)
-    except (ConfigError, StudyInterrupted) as e:
+    except (ConfigError, StudyInterrupted, RecordCorrupt) as e:
         if args.debug:
             raise
-        print(f"error: {e}" if isinstance(e, ConfigError) else str(e), file=sys.stderr)
+        print(str(e) if isinstance(e, StudyInterrupted) else f"error: {e}", file=sys.stderr)
         return 130 if isinstance(e, StudyInterrupted) else 2
     if failures:
         print(f"[study] {len(failures)} failed: {', '.join(failures)}", file=sys.stderr)

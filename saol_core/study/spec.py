@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import fnmatch
 import itertools
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 import yaml
 
 from ..config import ConfigError, format_value, load_params, make_config
-from ..runs import config_changes
+from ..runs import config_changes, read_json
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME = re.compile(r"^[A-Za-z0-9_.]+$")
@@ -58,6 +57,7 @@ class Comparison:
     paper: dict[str, float | None]  # the paper's a - b per reference model (first non-null gives the verdict)
     variant: str
     across: str | None = None  # a key of ACROSS: the class part this check compares (None: same class only)
+    headline: bool = False     # one of the main comparisons the report opens with
 
 
 @dataclass
@@ -207,10 +207,10 @@ def _patterns(value: Any, path: str) -> list[str]:
 
 def _comparison(item: Any, rows: list[Row], variants: list[Variant], papers: dict, path: str) -> Comparison:
     """``{label, a: row.metric, b: row.metric, paper: {reference: a - b}, variant}`` -> Comparison."""
-    fields = {"label", "a", "b", "paper", "variant", "across"}
+    fields = {"label", "a", "b", "paper", "variant", "across", "headline"}
     if not isinstance(item, dict) or not {"label", "a", "b"} <= set(item) or set(item) - fields:
         raise ConfigError(f"{path}: each study.comparisons entry needs label, a, b (row.metric) and may "
-                          f"have paper ({{reference: a - b}}), variant and across; got {item!r}")
+                          f"have paper ({{reference: a - b}}), variant, across and headline; got {item!r}")
     if item.get("across") not in (None, *ACROSS):
         raise ConfigError(f"{path}: comparison {item['label']!r}: across={item['across']!r}; choose one of "
                           f"{sorted(ACROSS)} or leave it out")
@@ -229,7 +229,8 @@ def _comparison(item: Any, rows: list[Row], variants: list[Variant], papers: dic
     variant = item.get("variant", variants[0].name)
     if variant not in {v.name for v in variants}:
         raise ConfigError(f"{path}: comparison {item['label']!r}: variant {variant!r} is not a variant")
-    return Comparison(str(item["label"]), cells[0], cells[1], paper, variant, item.get("across"))
+    return Comparison(str(item["label"]), cells[0], cells[1], paper, variant, item.get("across"),
+                      bool(item.get("headline", False)))
 
 
 def _sections(path: str, keep: tuple[str, ...]) -> dict:
@@ -270,6 +271,10 @@ def expand(study: Study, extra: list[str] | None = None, only: list[str] | None 
                 "name": name, "seed": seed}
         runs.append(Run(name, row.name, variant.name, seed, study.path,
                         [f"{k}={format_value(v)}" for k, v in tree.items()]))
+    if only and not runs:
+        names = [r.name for r in expand(study, extra)]
+        raise ConfigError(f"--only {' '.join(only)} matches no run of {study.path}; its runs are named like "
+                          f"{', '.join(names[:3])}, ... (--dry-run lists them)")
     return runs
 
 
@@ -290,7 +295,7 @@ def run_status(study: Study, run: Run, runs_dir: str | Path) -> str:
     from) or "new"."""
     folder = project_path(runs_dir) / run.name
     summary = folder / "summary.json"
-    if summary.exists() and json.loads(summary.read_text()).get("finished"):
+    if summary.exists() and read_json(summary).get("finished"):
         return "stale" if changed_keys(study, run, runs_dir) else "finished"
     return "partial" if (folder / "checkpoint.pt").exists() else "new"
 

@@ -35,7 +35,7 @@ def qualitative_grid(model: SAOLModel, data, thresholds: dict[str, float], n: in
     images, labels, indices = images[:n].cpu(), labels[:n], indices[:n].tolist()
     names = [viz.short_name(name) for name in data.class_names]
     fig = viz.attention_maps(model, images, [f"label {names[int(k)]}" for k in labels], names, data.denormalize)
-    axes = np.array(fig.axes).reshape(len(images), -1)
+    axes = np.array(viz.panels(fig)).reshape(len(images), -1)
     size = images.shape[-1]
     boxes = {kind: predicted_box(localization_maps(model, images, kind)[0], thresholds[kind], size, eval_size)
              for kind in ("saol", "cam")}

@@ -106,20 +106,24 @@ def localization_maps(model: nn.Module, images: Tensor, kind: str, target: Tenso
 
 
 def normalize_maps(maps: Tensor, size: tuple[int, int] = (224, 224)) -> Tensor:
-    """(B, h, w) raw maps -> (B, *size) float32 in [0, 1], like wsolevaluation: bicubic upsampling
-    (align_corners=False) then per-map min-max normalization. A constant map (judged before
-    upsampling, whose rounding would otherwise be stretched to [0, 1]) or one with a NaN/inf gives
-    all zeros: no localization, the empty box downstream.
+    """(B, h, w) raw maps -> (B, *size) float64 in [0, 1] on the CPU, as wsolevaluation computes them: each
+    map cast to float64 (its ``t2n``), upsampled with OpenCV's bicubic ``cv2.resize``, then min-max
+    normalized. (Bicubic in float32, or torch's in float64, differs by up to 1e-5 before normalization,
+    which a nearly constant map stretches into visible differences.) A constant map (judged before
+    upsampling, whose rounding would otherwise be stretched to [0, 1]) or one with a NaN/inf gives all
+    zeros: no localization, the empty box downstream.
     """
-    maps = maps.float()
-    flat = maps.flatten(1)
-    degenerate = ~torch.isfinite(flat).all(1) | (flat.amax(1) == flat.amin(1))      # (B,)
-    up = F.interpolate(maps[:, None], size=size, mode="bicubic", align_corners=False)[:, 0]
-    lo = up.amin(dim=(1, 2), keepdim=True)
-    span = up.amax(dim=(1, 2), keepdim=True) - lo
-    out = (up - lo) / torch.where(span > 0, span, torch.ones_like(span))
-    bad = degenerate.view(-1, 1, 1) | (span <= 0) | ~torch.isfinite(span)
-    return torch.where(bad, torch.zeros_like(out), out)
+    import cv2
+    raw = maps.detach().to("cpu", torch.float64).numpy()
+    out = np.zeros((len(raw), *size), np.float64)
+    for i, m in enumerate(raw):
+        if not np.isfinite(m).all() or m.max() == m.min():
+            continue
+        up = cv2.resize(m, (size[1], size[0]), interpolation=cv2.INTER_CUBIC)
+        span = up.max() - up.min()
+        if span > 0 and np.isfinite(span):
+            out[i] = (up - up.min()) / span
+    return torch.from_numpy(out)
 
 
 def available_kinds(model: nn.Module, kinds: Sequence[str]) -> list[str]:
