@@ -353,6 +353,50 @@ def comparisons_plot(compared: pd.DataFrame):
     return fig
 
 
+def budget_plot(compared: pd.DataFrame):
+    """Each headline comparison's paired a − b with its 95 % interval at every training budget (x, in the
+    order given), coloured by verdict, beside the paper's a − b per reference model (dashed lines).
+
+    compared: ``saol_core.study.budget_comparisons`` output (comparison, budget, mean, lo, hi, verdict,
+    paper:<ref>); a comparison split over hardware classes shows each class's line side by side.
+    """
+    names = list(dict.fromkeys(compared.comparison))
+    budgets = list(dict.fromkeys(compared.budget))
+    refs = [c for c in compared if c.startswith("paper:")]
+    with sns.axes_style("whitegrid"):
+        fig, axes = plt.subplots(1, len(names), figsize=(3.0 * len(names) + 0.6, 3.4), squeeze=False)
+        for ax, name in zip(axes[0], names):
+            part = compared[compared.comparison == name]
+            ax.axhline(0, color="0.3", lw=0.8)
+            for x, budget in enumerate(budgets):
+                lines = part[part.budget == budget].reset_index(drop=True)
+                for j, c in lines.iterrows():
+                    if pd.isna(c["mean"]):
+                        continue
+                    lo, hi = (c["mean"], c["mean"]) if pd.isna(c["lo"]) else (c["lo"], c["hi"])
+                    xj = x + 0.12 * (j - (len(lines) - 1) / 2)
+                    ax.errorbar([xj], [c["mean"]], yerr=[[c["mean"] - lo], [hi - c["mean"]]], fmt="o", capsize=3,
+                                color=VERDICT_COLORS.get(c["verdict"], "0.45"), label=f"ours: {c['verdict']}")
+                    ax.annotate(f"n={c['n']}", (xj, hi), xytext=(0, 3), textcoords="offset points", ha="center",
+                                fontsize=6)
+            for k, ref in enumerate(refs):
+                value = part[ref].dropna()
+                if len(value):
+                    ax.axhline(float(value.iloc[0]), color=f"C{4 + k}", ls="--", lw=1,
+                               label="paper" if ref == "paper:paper" else f"paper {ref.split(':', 1)[1]}")
+            ax.set_xticks(range(len(budgets)), budgets, fontsize=8)
+            ax.set_xlim(-0.5, len(budgets) - 0.5)
+            ax.set_title(name, fontsize=8)
+        axes[0, 0].set_ylabel("a − b (points)", fontsize=8)
+        handles = {}
+        for ax in axes[0]:
+            handles.update(dict(zip(*reversed(ax.get_legend_handles_labels()))))
+        fig.legend(handles.values(), handles.keys(), fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                   ncol=min(len(handles), 4), frameon=False)
+        fig.tight_layout()
+    return fig
+
+
 def save(fig, path: str | Path, source: str | None = None) -> Path:
     """Write ``fig`` as a PNG; ``source`` (e.g. the run a map was drawn from) goes into the file's
     metadata, so a report regenerated after the checkpoint is gone can still name it."""

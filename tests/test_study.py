@@ -465,6 +465,31 @@ def test_smoke_reports_say_they_are_not_results(tmp_path):
     assert text.splitlines()[2].startswith("> **Smoke run: not a result.**")
 
 
+def test_budgets_put_the_headline_comparisons_of_two_studies_side_by_side(tmp_path):
+    comparison = [{"label": "SAOL − GAP", "a": "a.saol_top1", "b": "a.gap_top1", "paper": {"paper": 1.0},
+                   "variant": "saol", "headline": True},
+                  {"label": "B − A", "a": "b.saol_top1", "b": "a.saol_top1", "variant": "saol"}]
+    for name, gains in (("short", [0.1, -0.2, 0.3]), ("long", [1.2, 0.8, 1.0])):
+        (tmp_path / name).mkdir()
+        make_study(tmp_path / name, seeds=[0, 1, 2], comparisons=comparison)
+        for seed, gain in enumerate(gains):
+            fake_run(tmp_path / name / "out/runs", f"a-saol-s{seed}", {"saol_top1": 90.0 + gain, "gap_top1": 90.0})
+    path = make_study(tmp_path, seeds=[0], comparisons=comparison, budgets={
+        "15 epochs": {"params": str(tmp_path / "short/study.yaml"), "out": str(tmp_path / "short/out")},
+        "100 epochs": {"params": str(tmp_path / "long/study.yaml"), "out": str(tmp_path / "long/out")}})
+    table = st.budget_comparisons(st.load_study(path))
+    assert table.comparison.tolist() == ["SAOL − GAP"] * 2 and table.budget.tolist() == ["15 epochs", "100 epochs"]
+    assert table["mean"].tolist() == pytest.approx([0.0667, 1.0], abs=1e-4)
+    assert table.verdict.tolist() == ["smaller than the paper's", "reproduced"]
+    from saol_core import viz
+    ax = viz.budget_plot(table).axes[0]
+    (x0, lo), (x1, hi) = ax.containers[1].lines[2][0].get_segments()[0]   # the 100-epoch bar
+    assert (x0, lo, hi) == pytest.approx((1.0, table["lo"][1], table["hi"][1]))
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["15 epochs", "100 epochs"]
+    with pytest.raises(ConfigError, match="study.budgets.*names .*nope.yaml, which does not exist"):
+        st.load_study(make_study(tmp_path, budgets={"x": "nope.yaml"}))
+
+
 def test_comparison_paper_deltas_match_the_transcribed_cells():
     study = st.load_study("params/cifar10_resnet20.yaml")
     column = {c.metric[0]: j for j, c in enumerate(study.columns)}

@@ -27,6 +27,8 @@ A params file's ``study:`` section (ignored by ``make_config``) declares the gri
                     # verdict on the sign and size of the paper's a - b (docs/method.md, "Verdicts")
         - {label: SAOL − GAP-FC, a: saol.saol_top1, b: gap.gap_top1, paper: {ResNet-110: 1.61}}
         - {label: bf16 − fp32, a: gap.gap_top1, b: gap_fp32.gap_top1, across: precision}   # a check across one class part
+      budgets: {15 epochs: params/short.yaml, 100 epochs: params/long.yaml}   # optional: the headline comparisons
+                                            # of the same study at other budgets, drawn side by side
       hardware: "cpu AVX512 · bfloat16 · torch 2.13"   # optional: glob pattern(s) of the hardware classes runs may
                                             # use (saol_core.runs.hardware_class); a run elsewhere is refused
       setting: "how this study differs from the paper's setting"   # shown in the report
@@ -41,12 +43,13 @@ present, else GAP-FC); other metric names are looked up in the run summary's ``f
 its top level. Cells report the final epoch's accuracy (not the best epoch's: that would select on the
 test set), mean +- sample std over the finished seeds.
 """
-from .report import collect, comparisons, comparisons_markdown, histories, maps_run, metric_value, summarize, table_markdown, write_report
+from .report import (budget_comparisons, collect, comparisons, comparisons_markdown, histories, maps_run, metric_value,
+                     summarize, table_markdown, write_report)
 from .runner import clean_notebook, execute, main, refresh_notebooks, run_study
 from .spec import (ROOT, Column, Row, Run, Study, Variant, changed_keys, expand, flatten, load_study, project_path,
                    run_status)
 
-__all__ = ["ROOT", "Column", "Row", "Run", "Study", "Variant", "changed_keys", "clean_notebook", "collect",
+__all__ = ["ROOT", "Column", "Row", "Run", "Study", "Variant", "budget_comparisons", "changed_keys", "clean_notebook", "collect",
            "comparisons", "comparisons_markdown", "execute", "maps_run", "expand",
            "flatten", "histories", "load_study", "main", "metric_value", "project_path", "refresh_notebooks",
            "run_status", "run_study", "summarize", "table_markdown", "write_report"]

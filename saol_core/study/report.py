@@ -202,7 +202,8 @@ def comparisons(study: Study, results):
             vendors = sorted({x[s][2] for x in (a, b) for s in seeds if x[s][2]})
             lines.append({"comparison": c.label, "a": ".".join(c.a), "b": ".".join(c.b), "hw_class": key,
                           "n": p.n, "mean": p.mean, "sd": p.sd, "lo": p.lo, "hi": p.hi, "half_width": half_width(p),
-                          "verdict": verdict(p, reference) if seeds else "no same-class pair", "cross_class": cross,
+                          "verdict": verdict(p, reference) if seeds or not cross else "no same-class pair",
+                          "cross_class": cross,
                           "vendors": ", ".join(vendors) if len(vendors) > 1 else None, **papers})
     return pd.DataFrame(lines)
 
@@ -277,13 +278,29 @@ def _machine(results) -> str:
     return "; ".join(seen) or "—"
 
 
+def budget_comparisons(study: Study):
+    """The headline comparisons (``headlines``' choice) of every study in ``study.budgets``, each from its
+    own report folder's records, with a ``budget`` column in the order given."""
+    import pandas as pd
+    from .spec import load_study
+    frames = []
+    for label, (path, out) in study.budgets.items():
+        other = load_study(path)
+        compared = comparisons(other, collect(other, out))
+        frames.append(compared[compared.comparison.isin(_headline_labels(other))].assign(budget=label))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _headline_labels(study: Study) -> list[str]:
+    return [c.label for c in study.comparisons if c.headline] or [
+        c.label for c in study.comparisons if any(v is not None for v in c.paper.values())][:6]
+
+
 def headlines(study: Study, compared) -> list[str]:
     """One line per main comparison (those marked ``headline``; else those with a paper number, at most 6):
     "label: Δ [lo, hi], verdict (n=5, class; paper +1.61 ResNet-110)"."""
-    chosen = [c.label for c in study.comparisons if c.headline] or [
-        c.label for c in study.comparisons if any(v is not None for v in c.paper.values())][:6]
     lines = []
-    for c in compared[compared.comparison.isin(chosen)].to_dict("records"):
+    for c in compared[compared.comparison.isin(_headline_labels(study))].to_dict("records"):
         ours = "no paired seeds" if _missing(c["mean"]) else _num(c["mean"], True) + (
             "" if _missing(c["lo"]) else f" [{_num(c['lo'], True)}, {_num(c['hi'], True)}]")
         papers = [f"{_num(c[k], True)} {k.split(':', 1)[1]}".replace(" paper", "") for k in c

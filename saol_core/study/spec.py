@@ -19,7 +19,8 @@ from ..runs import config_changes, read_json
 ROOT = Path(__file__).resolve().parents[2]
 NAME = re.compile(r"^[A-Za-z0-9_.]+$")
 STUDY_KEYS = {"title", "notebook", "table_notebook", "seeds", "rows", "grid", "variants", "columns",
-              "delta_row", "paper", "papers", "comparisons", "setting", "set", "overlay", "define", "hardware"}
+              "delta_row", "paper", "papers", "comparisons", "setting", "set", "overlay", "define", "hardware",
+              "budgets"}
 ACROSS = {"precision": "the precision", "hardware": "the device, chip and torch version"}
 """What a comparison built to cross a hardware-class part (a precision or hardware check) may let differ."""
 
@@ -89,6 +90,7 @@ class Study:
     set: dict
     overlay: str | None
     hardware: list[str] = field(default_factory=list)  # glob patterns of the hardware classes runs may use
+    budgets: dict[str, tuple[str, str]] = field(default_factory=dict)  # label -> (params file, report folder)
 
 
 def project_path(path: str | Path) -> Path:
@@ -193,7 +195,24 @@ def load_study(path: str | Path) -> Study:
                  table_notebook=spec.get("table_notebook", "notebooks/02_table.ipynb"),
                  seeds=seeds, rows=rows, variants=variants, columns=columns, papers=papers,
                  comparisons=comparisons, setting=str(spec.get("setting", "")), delta_row=delta_row, set=flatten(spec.get("set") or {}), overlay=spec.get("overlay"),
-                 hardware=_patterns(spec.get("hardware"), path))
+                 hardware=_patterns(spec.get("hardware"), path), budgets=_budgets(spec.get("budgets"), path))
+
+
+def _budgets(value: Any, path: str) -> dict[str, tuple[str, str]]:
+    """``study.budgets``: {label: params file, or {params: file, out: report folder}}, the same comparisons
+    at other training budgets; the report folder defaults to the study's (reports/<file stem>)."""
+    out = {}
+    value = {} if value is None else value
+    for label, item in value.items() if isinstance(value, dict) else [(None, value)]:
+        item = {"params": item} if isinstance(item, str) else item
+        if not isinstance(label, str) or not isinstance(item, dict) or not isinstance(item.get("params"), str) \
+                or set(item) - {"params", "out"}:
+            raise ConfigError(f"{path}: study.budgets must map a label (e.g. '15 epochs') to a params file or to "
+                              f"{{params: file, out: report folder}}, got {value!r}")
+        if not project_path(item["params"]).is_file():
+            raise ConfigError(f"{path}: study.budgets[{label!r}] names {item['params']}, which does not exist")
+        out[label] = (item["params"], str(item.get("out") or default_out(item["params"], False)))
+    return out
 
 
 def _patterns(value: Any, path: str) -> list[str]:
