@@ -60,6 +60,7 @@ class DataConfig:
     ignored data folder). None = the dataset's default under $SAOL_DATA: ``cifar`` for cifar10/100
     (torchvision's layout), ``cifar10-jpeg.tar.gz`` for cifar10_jpeg; digits need none."""
     download: bool = False
+    """torchvision datasets (cifar10/100): fetch them into ``data.root`` when missing."""
     image_size: int = 32
     """Train/eval input side. Digits: canvas side; folder/CUB/ImageNet: crop side."""
     train_size: int = 5000
@@ -93,15 +94,21 @@ class DataConfig:
     """Per-channel input normalization; None = the backbone's own (BACKBONE_INPUTS, filled in by
     make_config) or else the dataset's default (build_data)."""
     std: Optional[list[float]] = None
+    """Per-channel standard deviations, given together with ``data.mean``."""
 
 
 @dataclass
 class LossConfig:
     cutmix_prob: float = 0.0
+    """Probability that a batch is CutMix-ed (one box for the whole batch; docs/method.md §3)."""
     cutmix_beta: float = 1.0
+    """Beta(beta, beta) of CutMix's mixing ratio."""
     w_sl: float = 1.0
+    """Weight of the primary head's classification loss L_SL (SAOL's, or GAP-FC's in a GAP-only model)."""
     w_ss1: float = 0.0
+    """Weight of L_SS1, the mask head's prediction of the pasted box (Eq. 4; needs model.mask_head)."""
     w_ss2: float = 0.0
+    """Weight of L_SS2, the pasted region's spatial logits matching the clean image's (Eq. 5)."""
     w_sd: float = 1.0
     """Weight of the GAP-FC head's loss next to SAOL (heads=saol+gap only; a GAP-only model uses w_sl)."""
     sd_beta: float = 0.5
@@ -130,24 +137,34 @@ class OptimConfig:
     lr_ref_batch: Optional[int] = None
     """Batch size the lr refers to; None = the configured batch size (no scaling)."""
     momentum: float = 0.9
+    """SGD momentum, in [0, 1)."""
     nesterov: bool = True
+    """Nesterov momentum (the official CutMix code's SGD)."""
     weight_decay: float = 5e-4
+    """L2 weight decay of every parameter (BatchNorm and biases included, as in the official code)."""
     head_lr_mult: float = 1.0
     """lr of every layer outside the backbone (SAOL, GAP-FC and mask heads) as a multiple of the backbone's:
     > 1 when fine-tuning a pretrained backbone under new, randomly initialized heads (wsolevaluation: 10)."""
     schedule: Literal["cosine", "multistep", "constant"] = "cosine"
+    """The lr schedule after warm-up, stepped every optimizer step."""
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])
     """Multistep: epochs (>= 1) or fractions of the run (< 1)."""
     gamma: float = 0.1
+    """Multistep: the lr factor at each milestone."""
     warmup_epochs: float = 0.0
+    """Linear warm-up from lr/steps to lr over this many epochs (fractions allowed)."""
     grad_clip: Optional[float] = None
+    """Clip the gradients' global norm to this value; None = no clipping."""
 
 
 @dataclass
 class TrainConfig:
     epochs: int = 10
+    """Epochs of training (the schedule spans them all)."""
     batch_size: int = 64
+    """Global batch size (divided among torchrun processes)."""
     eval_every: int = 1
+    """Evaluate on the test split every this many epochs (the last epoch always)."""
     device: str = "auto"
     """``auto`` (cuda if available), ``cpu``, ``cuda``, ``cuda:1`` ..."""
     amp: Literal["auto", "bf16", "off"] = "auto"
@@ -156,6 +173,7 @@ class TrainConfig:
     """channels_last memory format for model and inputs: faster on CPU too (training step 1.29-1.36x on
     ResNet-20/110 and WRN-40-2, reports/BENCHMARKS.md). None = on for GPU only (the earlier default)."""
     compile: bool = False
+    """torch.compile the model (forward and backward); part of a run's identity."""
     deterministic: bool = True
     """Deterministic kernels (exact resume on CPU); turn off for speed on GPU."""
     threads: Optional[int] = None
@@ -170,7 +188,7 @@ class TrainConfig:
     """Start from the weights of a trained run (run folder, or a checkpoint.pt / best.pt), e.g. to
     fine-tune with a larger head resolution (model.output_stride) as the paper's WSOL experiment did."""
     checkpoint_every: int = 1
-    keep_checkpoints: bool = True
+    """Write checkpoint.pt every this many epochs (the last epoch and every new best always)."""
     progress: bool = True
     """tqdm bars; off for quiet batch runs."""
 
@@ -180,6 +198,7 @@ class WsolConfig:
     """Localization scored after training (paper Sec. 4.2, Table 7 protocol of saol_core.wsol), written
     into the run's summary as ``<kind>_<metric>`` (e.g. ``saol_top1_loc``, ``cam_max_box_acc_v2``)."""
     enabled: bool = False
+    """Score localization after training (needs a dataset with boxes)."""
     kinds: list[Literal["saol", "attention", "spatial", "cam", "gradcam"]] = field(
         default_factory=lambda: ["saol", "cam"])
     """Map kinds (saol_core.wsol.KINDS) to score; those the model's heads cannot give are skipped."""
@@ -196,22 +215,31 @@ class WsolConfig:
     """Test images per class (seeded, the same for every run) that choose each method's threshold and are
     then left out of its scores; 0 = choose on the scored images themselves (best-on-test)."""
     select_seed: int = 0
+    """Seed of the threshold-selection images (the same for every run of a study)."""
 
 
 @dataclass
 class ExperimentConfig:
     name: str = "default"
+    """The run's name: its folder under ``out_dir``."""
     seed: int = 0
+    """Run seed: initial weights, epoch orders, crops, flips and CutMix boxes (docs/method.md §8, pairing)."""
     out_dir: str = "runs"
     """Run folders go to ``<out_dir>/<name>``."""
     source: str = ""
     """Where the recipe comes from (paper section / table, settings it follows)."""
     model: ModelConfig = field(default_factory=ModelConfig)
+    """Backbone and output layers."""
     data: DataConfig = field(default_factory=DataConfig)
+    """Dataset, augmentation and loading."""
     loss: LossConfig = field(default_factory=LossConfig)
+    """CutMix and the weights of the four losses."""
     optim: OptimConfig = field(default_factory=OptimConfig)
+    """SGD and its schedule."""
     train: TrainConfig = field(default_factory=TrainConfig)
+    """The loop: epochs, batch, device, precision, checkpoints."""
     wsol: WsolConfig = field(default_factory=WsolConfig)
+    """Localization scored after training."""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -315,7 +343,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+RETIRED = {"train.keep_checkpoints"}
+"""Keys older versions wrote into run configs and nothing ever read: accepted and dropped, so those
+runs' config.yaml still load and still count as the same experiment."""
+
+
 def _build(cls: type, values: dict, prefix: str = "") -> Any:
+    values = {k: v for k, v in values.items() if prefix + k not in RETIRED} if isinstance(values, dict) else values
     if not isinstance(values, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {values!r}")
     hints = typing.get_type_hints(cls)
@@ -332,6 +366,14 @@ def _build(cls: type, values: dict, prefix: str = "") -> Any:
         else:
             kwargs[name] = _coerce(value, tp, prefix + name)
     return cls(**kwargs)
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested and/or dotted mapping -> {"section.key": value}."""
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:

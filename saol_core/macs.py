@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from saol_core import markdown
 from saol_core.config import ModelConfig
 from saol_core.heads import pair
 from saol_core.model import HEADS, build_model
@@ -196,13 +197,11 @@ def default_grid() -> tuple[list[Cost], list[Cost]]:
 
 
 def table(rows: list[Cost]) -> str:
-    lines = ["| backbone | head | input | K | SAOL conv width | SAOL output | params (M) | GMACs | "
-             "overhead vs GAP-FC | note |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for c in rows:
-        ov = "-" if c.overhead is None else f"{c.overhead:+.2f}%"
-        lines.append(f"| {c.backbone} | {c.heads} | {c.size} | {c.num_classes} | {c.head} | {c.output} | "
-                     f"{c.params / 1e6:.2f} | {c.macs / 1e9:.3f} | {ov} | {c.note} |")
-    return "\n".join(lines)
+    return markdown.table(
+        ["backbone", "head", "input", "K", "SAOL conv width", "SAOL output", "params (M)", "GMACs",
+         "overhead vs GAP-FC", "note"],
+        [[c.backbone, c.heads, c.size, c.num_classes, c.head, c.output, f"{c.params / 1e6:.2f}",
+          f"{c.macs / 1e9:.3f}", "-" if c.overhead is None else f"{c.overhead:+.2f}%", c.note] for c in rows])
 
 
 NOTES = """\

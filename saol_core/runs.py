@@ -24,7 +24,7 @@ from typing import Any, Callable
 import torch
 import yaml
 
-from .config import ConfigError, ExperimentConfig
+from .config import RETIRED, ConfigError, ExperimentConfig, flatten
 
 
 class RunWriteError(OSError):
@@ -247,7 +247,12 @@ class RunFolder:
             tmp.unlink(missing_ok=True)
         has_progress = self.checkpoint.exists() or self.summary.exists()
         if resume and has_progress and self.config.exists():
-            changed = config_changes(yaml.safe_load(self.config.read_text()), cfg.to_dict())
+            saved = yaml.safe_load(self.config.read_text())
+            changed = config_changes(saved, cfg.to_dict())
+            root = (saved.get("data") or {}).get("root")
+            if not changed and root != cfg.data.root and self.checkpoint.exists():
+                print(f"[saol] note: {self.path} was trained with data.root={root}, resuming with "
+                      f"data.root={cfg.data.root} (the resume checks that it holds the same data)", file=sys.stderr)
             if changed:
                 raise ConfigError(f"run folder {self.path} holds a different experiment (changed: {changed}); "
                                   f"pick another name=..., or pass --no-resume to restart it")
@@ -282,21 +287,16 @@ _EXECUTION_KEYS = {"progress", "threads", "workers", "device", "eval_batches", "
                    "out_dir", "download", "source"}
 
 
-def _flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in tree.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
-    return out
-
-
-def _comparable(tree: dict) -> dict:
-    return {k: v for k, v in _flat(tree).items() if k.rsplit(".", 1)[-1] not in _EXECUTION_KEYS}
+def _comparable(flat: dict) -> dict:
+    scored = flat.get("wsol.enabled", False)   # localization settings matter only where it is scored
+    return {k: v for k, v in flat.items() if k.rsplit(".", 1)[-1] not in _EXECUTION_KEYS and k not in RETIRED
+            and (scored or not k.startswith("wsol."))}
 
 
 def config_changes(old: dict, new: dict) -> list[str]:
     """Dotted keys where two config trees describe different experiments (execution settings such as
     device, threads or out_dir ignored), sorted; [] = the same experiment. A key one tree lacks counts
     as its default (a setting added to the code later, at its default, is what older runs did)."""
-    defaults = _comparable(ExperimentConfig().to_dict())
-    old, new = {**defaults, **_comparable(old)}, {**defaults, **_comparable(new)}
+    defaults = flatten(ExperimentConfig().to_dict())
+    old, new = _comparable({**defaults, **flatten(old)}), _comparable({**defaults, **flatten(new)})
     return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))

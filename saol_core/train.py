@@ -32,6 +32,7 @@ from .model import SAOLModel, build_model
 from .runs import (CheckpointCorrupt, RecordCorrupt, RunFolder, RunLocked, RunWriteError, atomic_save, hardware_class,
                    atomic_write_text, hardware_record, load_checkpoint)
 from .step import LossMeter, make_step, prepare_model
+from .wsol.record import localization_record, scoring_split
 
 CHECK_EVERY = 50  # steps between host reads of the running loss (finite check, progress bar)
 
@@ -142,7 +143,6 @@ def train(cfg: ExperimentConfig, *, resume: bool = True) -> dict:
     data = build_data(cfg.data, seed=cfg.seed, batch_size=cfg.train.batch_size // world, device=device,
                       rank=rank, world_size=world)
     if cfg.wsol.enabled:
-        from .wsol.record import scoring_split   # saol_core.wsol's table imports this module
         scoring_split(data, cfg.wsol)
     model = prepare_model(build_model(cfg.model, data.num_classes), cfg, device)
     if cfg.train.init_from:
@@ -254,7 +254,6 @@ def _loop(cfg: ExperimentConfig, run: RunFolder, data, model: SAOLModel, device:
 
     final = dict(state["last_eval"])
     if cfg.wsol.enabled and rank == 0:   # scored once, in fp32, on the whole test split
-        from .wsol.record import localization_record   # saol_core.wsol's table imports this module
         print(f"[saol] {cfg.name} scoring localization (wsol) on the test split", flush=True)
         final.update(localization_record(model, data, cfg.wsol, cfg.model, device))
     summary = {"name": cfg.name, "seed": cfg.seed, "finished": True, "epochs": cfg.train.epochs,

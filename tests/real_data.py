@@ -1,12 +1,11 @@
 """The real datasets for the tests that use them: the folder ``$SAOL_DATA`` names, as for the package
 (default: the project's ignored ``data/``). Each such test is skipped with a reason where its data is absent."""
-from pathlib import Path
 
 import pytest
 
 from saol_core.data.common import data_root
+from saol_core.study import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = ROOT / data_root("folder", "$SAOL_DATA")  # an absolute $SAOL_DATA replaces ROOT
 
 

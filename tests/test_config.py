@@ -57,3 +57,15 @@ def test_missing_and_invalid_params_files(tmp_path):
 
 def test_parse_overrides_nests_dotted_keys():
     assert parse_overrides(["a.b.c=1", "a.d=x"]) == {"a": {"b": {"c": 1}, "d": "x"}}
+
+
+def test_what_a_run_did_not_use_does_not_make_it_another_experiment():
+    from saol_core.runs import config_changes
+    old = make_config(None, []).to_dict()
+    old["wsol"]["cam_step"] = 0.01            # an older default, in a run that scored no localization
+    old["train"]["keep_checkpoints"] = True   # a retired key older runs wrote
+    now = make_config(None, []).to_dict()
+    assert config_changes(old, now) == []
+    assert make_config(old).train.epochs == now["train"]["epochs"]   # an old config.yaml still loads
+    scored = make_config(None, ["wsol.enabled=true"]).to_dict()
+    assert config_changes({**scored, "wsol": {**scored["wsol"], "cam_step": 0.01}}, scored) == ["wsol.cam_step"]

@@ -10,7 +10,7 @@ import matplotlib.colors as mcolors
 from matplotlib.patches import Rectangle
 
 import saol_core.train as train_mod
-from saol_core import viz, wsol
+from saol_core import localize, viz, wsol
 from saol_core.wsol import speed, table as wsol_table
 from saol_core.config import ModelConfig
 from saol_core.model import build_model
@@ -110,7 +110,7 @@ class Stop(Exception):
 
 
 def test_finetune_with_halved_stride_starts_from_the_trained_weights(tmp_path, monkeypatch):
-    model, cfg, summaries = wsol.prepare(None, TINY + [f"out_dir={tmp_path}", "name=base"])
+    model, cfg, summaries = localize.prepare(None, TINY + [f"out_dir={tmp_path}", "name=base"])
     run = tmp_path / "base"
     trained = load_checkpoint(RunFolder(run).checkpoint)["model"]
     assert summaries["train"]["run_dir"] == str(run) and cfg.model.output_stride is None
@@ -121,7 +121,7 @@ def test_finetune_with_halved_stride_starts_from_the_trained_weights(tmp_path, m
     monkeypatch.setattr(train_mod, "build_model", lambda *a, **k: built.append(real_build(*a, **k)) or built[-1])
     monkeypatch.setattr(train_mod, "cutmix", lambda *a, **k: (_ for _ in ()).throw(Stop()))
     with pytest.raises(Stop):
-        wsol.prepare(None, run_dir=str(run), finetune_overrides=["model.output_stride=2"])
+        localize.prepare(None, run_dir=str(run), finetune_overrides=["model.output_stride=2"])
     start = built[-1].state_dict()
     assert start.keys() == trained.keys() and all(torch.equal(start[k], trained[k]) for k in trained)
     # removing the last stage's stride leaves the first two stages' function unchanged
@@ -134,7 +134,7 @@ def test_finetune_with_halved_stride_starts_from_the_trained_weights(tmp_path, m
     assert old[2].shape[-1] == 8 and new[2].shape[-1] == 16
     monkeypatch.undo()
 
-    ft_model, ft_cfg, ft_summaries = wsol.prepare(None, run_dir=str(run),
+    ft_model, ft_cfg, ft_summaries = localize.prepare(None, run_dir=str(run),
                                                       finetune_overrides=["model.output_stride=2"])
     assert ft_cfg.name == "base-ft" and ft_cfg.model.output_stride == 2
     assert ft_cfg.train.init_from == str(run / "checkpoint.pt")
@@ -206,7 +206,7 @@ def test_run_summary_carries_the_localization_record(tmp_path):
         assert final[f"{kind}_backward"] == 0.0
     assert final["center_gmacs"] == 0.0 and "center_top1_cls" not in final
     assert final["saol_gmacs"] > final["cam_gmacs"] > 0
-    fig = wsol.localization_figure(cfg.run_dir(), n=2)
+    fig = localize.localization_figure(cfg.run_dir(), n=2)
     assert f"at {final['saol_threshold']:.2f} (lime)" in fig._suptitle.get_text()
     grid = np.array(viz.panels(fig)).reshape(2, 6)   # input, A, Y top-1, Y top-2, A⊙Y top-1, A⊙Y top-2
     boxes = data.test_boxes.at(32)
@@ -223,7 +223,7 @@ def test_run_summary_carries_the_localization_record(tmp_path):
                                              "wsol.select_per_class=0"])
     final = train_mod.train(gap)["final"]
     assert {k.split("_")[0] for k in final if k.endswith("_top1_loc")} == {"cam"}
-    assert wsol.localization_figure(gap.run_dir()) is None
+    assert localize.localization_figure(gap.run_dir()) is None
 
 
 def test_train_crop_only_for_streamed_images(tmp_path):

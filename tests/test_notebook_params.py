@@ -2,7 +2,6 @@
 overrides come in three forms, and an unknown parameter is an error naming the valid ones."""
 import threading
 import time
-from pathlib import Path
 
 import nbformat
 import pytest
@@ -11,8 +10,7 @@ from papermill.translators import PythonTranslator
 from saol_core.config import ConfigError, make_config
 from saol_core.notebook import as_overrides, check_parameters
 from saol_core.study import runner
-
-ROOT = Path(__file__).resolve().parents[1]
+from saol_core.study import ROOT
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.stem)

@@ -15,8 +15,8 @@ from saol_core import study as st
 from saol_core import viz
 from saol_core.config import ModelConfig
 from saol_core.model import build_model
+from saol_core.study import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 pytestmark = pytest.mark.slow
 SMOKE = ["train.epochs=2", "train.max_steps=3", "train.device=cpu", "train.threads=1", "data.train_size=128",

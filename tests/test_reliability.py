@@ -3,6 +3,7 @@ writes, bad configs and bad data. Each error is one line that says what to do.""
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,9 +19,9 @@ from PIL import Image
 import saol_core.runs as runs
 from saol_core.config import ConfigError, DataConfig, make_config
 from saol_core.data import DatasetError, build_data
+from saol_core.study import ROOT
 from saol_core.train import TrainingDiverged, train
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = ["model.backbone=resnet20", "data.train_size=96", "data.test_size=32", "train.batch_size=32",
         "train.epochs=2", "train.progress=false", "train.threads=1", "optim.lr=0.05", "model.head_channels=8"]
 
@@ -437,7 +438,7 @@ def test_weights_of_another_model_size_are_refused_in_one_line(tmp_path):
     assert "copied/checkpoint.pt holds weights of another model" in out.stderr
 
 
-def test_resuming_on_other_data_is_refused(tmp_path):
+def test_resuming_on_other_data_is_refused(tmp_path, capsys):
     small, large = folder_dataset(tmp_path / "small"), folder_dataset(tmp_path / "large", n=8)
     common = [*TINY, "data.dataset=folder", "data.image_size=16", "data.device_resident=true",
               f"data.cache_dir={tmp_path / 'cache'}", "train.batch_size=4"]
@@ -447,7 +448,10 @@ def test_resuming_on_other_data_is_refused(tmp_path):
     other = make_config(None, [*common, f"data.root={large}", f"out_dir={tmp_path}", "name=d"])
     with pytest.raises(ConfigError, match="was trained on 12 training images of 2 classes, but this data gives 16 of 2"):
         train(other)
-    train(cfg)   # the data it was trained on: resumes
+    moved = tmp_path / "moved"
+    shutil.copytree(small, moved)   # the same data elsewhere (another machine, say): resumes, and says so
+    train(make_config(None, [*common, f"data.root={moved}", f"out_dir={tmp_path}", "name=d"]))
+    assert f"was trained with data.root={small}, resuming with data.root={moved}" in capsys.readouterr().err
 
 
 def test_the_checkpoint_restores_a_lost_metrics_history_and_best_pt(tmp_path, capsys):

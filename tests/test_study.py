@@ -19,8 +19,7 @@ from saol_core.config import ConfigError, format_value, make_config, parse_overr
 from saol_core.runs import RunFolder
 from saol_core.study.runner import STRIPPED
 from saol_core.study.report import _mean_std
-
-ROOT = Path(__file__).resolve().parents[1]
+from saol_core.study import ROOT
 
 
 def write_yaml(path: Path, tree: dict) -> Path:
@@ -594,4 +593,27 @@ def test_report_accounts_run_time_per_device(tmp_path):
     assert ("3/4 runs finished on AMD EPYC (2 cores, AVX2), cpu, 2 thread(s), fp32; Xeon (16 cores) + NVIDIA H200, "
             "cuda, 1 thread(s), bf16; 1.75 h of run wall time: 1.00 h in 1 cpu run (2.00 thread-hours), 0.75 h in "
             "2 cuda runs.") in text
-    assert "| `a-saol-s0` | finished | cuda | 1800.00 |" in text and "| `b-saol-s0` | new | — | — |" in text
+    assert "| `a-saol-s0` | finished | cuda NVIDIA H200 · bf16 · torch 2.13 | — | 1800.00 |" in text
+    assert "| `a-gap-s0` | finished | cpu AVX2 · fp32 · torch 2.13 | AMD | 3600.00 |" in text
+    assert "| `b-saol-s0` | new | — | — | — |" in text
+
+
+def test_figures_name_metrics_and_rows_as_a_reader_does():
+    from saol_core import viz
+    assert viz.metric_label("saol_top1_loc") == "SAOL Top-1 Loc (%)"
+    assert viz.metric_label("cam_max_box_acc_v2") == "CAM MaxBoxAccV2 (%)"
+    assert viz.metric_label("gap_top1") == "GAP-FC top-1 (%)" and viz.metric_label("top5") == "top-5 (%)"
+    assert viz.metric_label("center_gt_known_loc") == "centre Gaussian GT-known Loc (%)"
+    history = [{"run": f"{row}-s{s}", "row": row, "variant": "c10", "seed": s, "epoch": e,
+                "train_loss": loss / e, "gap_top1": top1 * e}
+               for row, loss, top1 in (("gap", 2.0, 20.0), ("full", 4.0, 10.0), ("saol", 1.0, 5.0)) for s in (0, 1)
+               for e in (1, 2, 3)]
+    fig = viz.training_curves(history, facet="row", labels={"gap": "GAP-FC", "full": "SAOL + CutMix + L_SS1"})
+    shown = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(shown) == 6 and len(fig.axes) == 8   # 3 rows x (loss, top-1), two rows per line
+    losses, accs = shown[0::2], shown[1::2]
+    assert len({ax.get_ylim() for ax in losses}) == 1 and len({ax.get_ylim() for ax in accs}) == 1   # shared ranges
+    assert losses[0].get_ylim()[1] >= 4.0 and accs[0].get_ylim()[1] >= 60.0
+    titles = [ax.get_title() for ax in losses]
+    assert titles[0].startswith("GAP-FC\n") and titles[1].startswith("SAOL + CutMix + L_SS1\n")
+    assert titles[2].startswith("saol\n")   # no label given: the key itself

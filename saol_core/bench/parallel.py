@@ -7,6 +7,7 @@ import dataclasses
 import multiprocessing as mp
 from typing import Sequence
 
+from .. import markdown
 from .measure import Stats, summarize
 from .recipes import BenchSettings
 
@@ -56,12 +57,10 @@ def bench_layouts(backbone: str, recipe: str, layouts: Sequence[tuple[int, int]]
 def layouts_table(backbone: str, recipe: str, results: dict[tuple[int, int], dict]) -> str:
     """Markdown: layout, one run's img/s, aggregate img/s, aggregate vs the first layout."""
     first = next(iter(results.values()))["aggregate"].median if results else 1.0
-    lines = ["| backbone | recipe | runs x threads | one run: img/s median [min-max] | all runs: img/s median "
-             "[min-max] | x first layout |", "|---|---|---|---|---|---|"]
-    for (jobs, threads), r in results.items():
-        lines.append(f"| {backbone} | {recipe} | {jobs} x {threads} | {_fmt(r['per_run'])} | {_fmt(r['aggregate'])} "
-                     f"| {r['aggregate'].median / first:.2f} |")
-    return "\n".join(lines)
+    return markdown.table(["backbone", "recipe", "runs x threads", "one run: img/s median [min-max]",
+                           "all runs: img/s median [min-max]", "x first layout"],
+                          [[backbone, recipe, f"{jobs} x {threads}", _fmt(r["per_run"]), _fmt(r["aggregate"]),
+                            f"{r['aggregate'].median / first:.2f}"] for (jobs, threads), r in results.items()])
 
 
 def _fmt(s: Stats) -> str:

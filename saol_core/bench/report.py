@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 import torchvision
 
+from .. import markdown
 from ..runs import atomic_write_text
 from .measure import Stats, cost_ratio
 from .recipes import PROFILE_PASSES, Row
@@ -27,15 +28,15 @@ def fmt_stats(s: Stats, digits: int = 0) -> str:
 
 
 def rows_table(rows: list[Row]) -> str:
-    out = ["| backbone | recipe | CutMix p (mixed steps) | SS2 teacher | GMACs/img | img/s median [min-max] | "
-           "x GAP-FC | x GAP-FC+CutMix | % peak |", "|---|---|---|---|---|---|---|---|---|"]
+    out = []
     for row in rows:
         base = {r.recipe: r.ips.values for r in rows if r.backbone == row.backbone and r.mode == row.mode}
         ratio = {k: f"{cost_ratio(row.ips.values, base[k]):.3f}" if k in base else "-" for k in ("gap", "gap+cutmix")}
         p = f"{row.cutmix_prob:g} ({row.mixed})" if row.cutmix_prob else "-"
-        out.append(f"| {row.backbone} | {row.recipe} | {p} | {row.teacher} | {row.macs / 1e9:.4f} | {fmt_stats(row.ips)} | "
-                   f"{ratio['gap']} | {ratio['gap+cutmix']} | {'-' if row.fraction is None else f'{100 * row.fraction:.1f}'} |")
-    return "\n".join(out)
+        out.append([row.backbone, row.recipe, p, row.teacher, f"{row.macs / 1e9:.4f}", fmt_stats(row.ips),
+                    ratio["gap"], ratio["gap+cutmix"], "-" if row.fraction is None else f"{100 * row.fraction:.1f}"])
+    return markdown.table(["backbone", "recipe", "CutMix p (mixed steps)", "SS2 teacher", "GMACs/img",
+                           "img/s median [min-max]", "x GAP-FC", "x GAP-FC+CutMix", "% peak"], out)
 
 
 PROFILE_ORDER = ["cutmix", "forward backbone", "forward saol", "forward gap", "forward mask", "losses",
@@ -50,10 +51,9 @@ def profile_table(profiles: dict) -> str:
         recipes = [r for b, r in profiles if b == backbone]
         seen = {k for r in recipes for k in profiles[(backbone, r)]}
         parts = [k for k in PROFILE_ORDER if k in seen] + sorted(seen - set(PROFILE_ORDER))
-        out += [f"| {backbone}: ms/step | " + " | ".join(recipes) + " |", "|---" * (len(recipes) + 1) + "|"]
-        out += [f"| {k} | " + " | ".join(f"{profiles[(backbone, r)][k]:.1f}" if k in profiles[(backbone, r)] else "-"
-                                          for r in recipes) + " |" for k in parts]
-        out.append("")
+        out += [markdown.table([f"{backbone}: ms/step", *recipes],
+                               [[k, *(f"{profiles[(backbone, r)][k]:.1f}" if k in profiles[(backbone, r)] else "-"
+                                      for r in recipes)] for k in parts]), ""]
     return "\n".join(out)
 
 
@@ -66,12 +66,10 @@ PIPELINE_LABELS = {"conventional": "conventional data (DataLoader, {w} workers) 
 def pipelines_table(pipes: dict, workers: int) -> str:
     """One row per timed pipeline: images/s and the ratios to the conventional pipeline and official loop."""
     official = pipes.get("vs_official")
-    out = ["| pipeline | img/s median [min-max] | x conventional |" + (" x official loop |" if official else ""),
-           "|---|---|---|" + ("---|" if official else "")]
-    for k, s in pipes["ips"].items():
-        row = f"| {PIPELINE_LABELS[k].format(w=workers)} | {fmt_stats(s)} | {s.median / pipes['ips']['conventional'].median:.2f} |"
-        out.append(row + (f" {official[k]:.2f} |" if official else ""))
-    return "\n".join(out)
+    out = [[PIPELINE_LABELS[k].format(w=workers), fmt_stats(s), f"{s.median / pipes['ips']['conventional'].median:.2f}",
+            *([f"{official[k]:.2f}"] if official else [])] for k, s in pipes["ips"].items()]
+    return markdown.table(["pipeline", "img/s median [min-max]", "x conventional",
+                           *(["x official loop"] if official else [])], out)
 
 
 def target_lines(rows: list[Row], pipes: dict | None) -> list[str]:

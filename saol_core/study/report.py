@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from .. import markdown
 from ..runs import cpu_vendor, hardware_class, read_json
 from .spec import ACROSS, ROOT, Study, expand, project_path, run_status
 from .stats import LEVEL, VERDICTS, half_width, paired, verdict
@@ -150,14 +151,14 @@ def table_markdown(study: Study, summary) -> str:
     head = ["Model"]
     for c in study.columns:
         head += [c.label] + [ref if len(refs) == 1 and ref == "paper" else f"paper {ref}" for ref in refs]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = []
     for row in study.rows:
         cells = [row.label]
         for c in study.columns:
             part = summary[(summary.row == row.name) & (summary.column == c.label)]
             cells += [_cell(part, True)] + [_cell(part, False, ref) for ref in refs]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        lines.append(cells)
+    return markdown.table(head, lines)
 
 
 def _class_key(hw_class: str | None, across: str | None) -> str | None:
@@ -214,16 +215,16 @@ def comparisons_markdown(study: Study, table) -> str:
     refs = [ref for ref, t in study.papers.items() if t]
     head = ["Comparison (a − b)", f"ours: paired Δ [{LEVEL:.0%} CI] (n)", "± (half-width)", "verdict",
             "hardware class of the pairs", *[f"paper Δ {r}" for r in refs]]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = []
     for c in table.to_dict("records"):
         ours = "—" if _missing(c["mean"]) else _num(c["mean"], True) + (
             "" if _missing(c["lo"]) else f" [{_num(c['lo'], True)}, {_num(c['hi'], True)}]") + f" (n={c['n']})"
         notes = [] if _missing(c.get("vendors")) else [f"CPU vendors differ: {c['vendors']}"]
         notes += [f"{c['cross_class']} seed(s) on different classes left out"] if c.get("cross_class") else []
         where = ("—" if _missing(c["hw_class"]) else c["hw_class"]) + (f" ({'; '.join(notes)})" if notes else "")
-        lines.append("| " + " | ".join([c["comparison"], ours, _num(c["half_width"]), c["verdict"], where,
-                                        *[_num(c[f"paper:{r}"], True) for r in refs]]) + " |")
-    return "\n".join(lines)
+        lines.append([c["comparison"], ours, _num(c["half_width"]), c["verdict"], where,
+                      *[_num(c[f"paper:{r}"], True) for r in refs]])
+    return markdown.table(head, lines)
 
 
 def verdict_legend(table) -> str:
@@ -357,13 +358,13 @@ def write_report(study: Study, out: str | Path, summary, results, figures: dict[
               f"{study.path} --out {rel}`.", "", *tables, ""]
     for title, path in figures.items():
         parts += [f"### {title}", "", f"![{title}]({_rel(project_path(path), out)})", ""]
+    runs = [[f"`{r.run}`", r.status, "—" if _missing(r.hw_class) else r.hw_class,
+             "—" if _missing(r.vendor) else r.vendor, _num(r.wall_time_s), _num(r.images_per_s),
+             "—" if _missing(r.notebook) else f"[{Path(r.notebook).name}]({_rel(r.notebook, out)})"]
+            for r in results.itertuples()]
     parts += ["### Runs", "", "Wall time: the run's epochs (training and evaluation) and, where it is scored, its "
-              "localization.", "", "| run | status | device | wall time (s) | train images/s | executed notebook |",
-              "|---|---|---|---|---|---|"]
-    for r in results.itertuples():
-        nb = "—" if _missing(r.notebook) else f"[{Path(r.notebook).name}]({_rel(r.notebook, out)})"
-        device = "—" if _missing(r.device) else r.device
-        parts.append(f"| `{r.run}` | {r.status} | {device} | {_num(r.wall_time_s)} | {_num(r.images_per_s)} | {nb} |")
+              "localization.", "", markdown.table(["run", "status", "hardware class", "CPU maker", "wall time (s)",
+                                                  "train images/s", "executed notebook"], runs)]
     atomic_write_text(out / "table.md", f"## {study.title}\n\n" + "\n".join(tables) + "\n")
     atomic_write_text(out / "README.md", "\n".join(parts) + "\n")
     return out / "README.md"

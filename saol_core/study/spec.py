@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from ..config import ConfigError, format_value, load_params, make_config
+from ..config import ConfigError, flatten, format_value, load_params, make_config
 from ..runs import config_changes, read_json
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,14 +96,6 @@ class Study:
 def project_path(path: str | Path) -> Path:
     """A path as written in params files / notebooks: absolute, or relative to the project root."""
     return Path(path) if Path(path).is_absolute() else ROOT / path
-
-
-def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-    """Nested and/or dotted mapping -> {"section.key": value}."""
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
 
 
 def _named(items: Any, cls: type, what: str, path: str) -> list:

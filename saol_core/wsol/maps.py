@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..data.boxes import GroundTruthBoxes
-from .metrics import SelectedThresholdEvaluator
+from .metrics import SelectedThresholdEvaluator, region_boxes
 
 KINDS = ("saol", "attention", "spatial", "cam", "gradcam")
 TARGETS = ("label", "pred")
@@ -68,7 +68,14 @@ def maps_from_output(model: nn.Module, out, kind: str, target: Tensor | None = N
     pred = out.gap_logits.argmax(1)
     k = pred if target is None else target
     weight = model.gap.fc.weight[k]                                  # (B, C)
-    return torch.einsum("bc,bchw->bhw", weight.float(), out.features.float()).float(), pred
+    return weighted_features(weight, out.features), pred
+
+
+def weighted_features(weights: Tensor, features: Tensor) -> Tensor:
+    """Σ_c w_bc X_bc: (B, C) weights (FC rows for CAM, pooled gradients for Grad-CAM) and (B, C, h, w)
+    features -> (B, h, w) float32 maps, computed in float32 even under autocast (which runs einsum in bf16)."""
+    with torch.autocast(features.device.type, enabled=False):
+        return torch.einsum("bc,bchw->bhw", weights.float(), features.float())
 
 
 def _gradcam(model: nn.Module, images: Tensor, target: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -84,9 +91,7 @@ def _gradcam(model: nn.Module, images: Tensor, target: Tensor | None) -> tuple[T
         score = out.gap_logits.gather(1, k.view(-1, 1)).sum()
         (grad,) = torch.autograd.grad(score, out.features)
     alpha = grad.float().mean(dim=(2, 3))                             # (B, C)
-    # the trailing .float(): autocast runs einsum in bf16
-    maps = torch.einsum("bc,bchw->bhw", alpha, out.features.detach().float()).float()
-    return F.relu(maps), pred.detach()
+    return F.relu(weighted_features(alpha, out.features.detach())), pred.detach()
 
 
 def localization_maps(model: nn.Module, images: Tensor, kind: str, target: Tensor | None = None
@@ -207,3 +212,31 @@ def factor_results(model: nn.Module, loader, boxes: GroundTruthBoxes, eval_size:
     res = evaluate_localization(model, loader, boxes, list(FACTOR_KINDS.values()), eval_size, cam_step,
                                 max_batches=max_batches, target="label", **{"progress": False, **kwargs})
     return {name: res[kind] for name, kind in FACTOR_KINDS.items()}
+
+
+def center_baseline(loader, boxes: GroundTruthBoxes, eval_size: int = 224, cam_step: float = 0.01,
+                    threshold: float | None = None, max_batches: int | None = None,
+                    select: np.ndarray | None = None) -> dict[str, float]:
+    """The no-model baseline of wsolevaluation (Choe et al. 2020): the same centred Gaussian score map
+    (maps.center_gaussian) for every image of ``loader`` (as evaluate_localization walks it, ``select``
+    included), so the threshold sweep picks the best centred box size. Large objects (CUB birds) make it
+    strong. Keys as BoxEvaluator.compute; Top-1 Loc is meaningless here (no classifier: counted as wrong)."""
+    gauss = center_gaussian(eval_size)
+    evaluator = SelectedThresholdEvaluator(select, cam_step=cam_step)
+    gt_all = boxes.at(eval_size)
+    for step, (_, _, indices) in enumerate(loader.epoch(0)):
+        if max_batches is not None and step >= max_batches:
+            break
+        indices = indices.cpu().numpy()
+        gt = [gt_all[i] for i in indices.tolist()]
+        evaluator.accumulate(np.broadcast_to(gauss, (len(gt), eval_size, eval_size)), gt, np.zeros(len(gt), bool),
+                             indices)
+    return evaluator.compute(threshold)
+
+
+def predicted_box(maps: torch.Tensor, threshold: float, image_size: int, eval_size: int) -> np.ndarray:
+    """(B, h, w) raw maps -> (B, 4) xyxy box of the largest region at ``threshold``, found as the
+    evaluator finds it (eval_size x eval_size, min-max normalized), scaled back to image pixels."""
+    scores = normalize_maps(maps, (eval_size, eval_size)).cpu().numpy()
+    boxes = np.stack([region_boxes(s, np.array([threshold]))[0][0] for s in scores]).astype(np.float64)
+    return boxes * image_size / eval_size

@@ -14,7 +14,7 @@ from torch import nn
 from ..config import ConfigError, ModelConfig, WsolConfig
 from ..data.common import selection_mask
 from ..macs import build_meta, count_macs
-from .maps import available_kinds, evaluate_localization
+from .maps import available_kinds, center_baseline, evaluate_localization
 
 RECORD_KEYS = ("top1_loc", "gt_known_loc", "max_box_acc", "max_box_acc_v2", "threshold", "top1_loc_best",
                "gt_known_loc_best", "top1_cls")
@@ -56,7 +56,6 @@ def localization_record(model: nn.Module, data, cfg: WsolConfig, model_cfg: Mode
     the centre-Gaussian baseline, scored on ``data.test`` (a DataBundle with test boxes):
     ``<kind>_<RECORD_KEYS>`` plus ``<kind>_gmacs`` and ``<kind>_backward`` (0/1), ``wsol_selection_images``,
     ``wsol_scored_images`` and ``wsol_time_s``."""
-    from .table import center_baseline   # table imports the training loop, which imports this module
 
     start = time.perf_counter()
     select = scoring_split(data, cfg)

@@ -15,11 +15,12 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from .. import markdown
 from ..bench import summarize, timed
 from ..config import ModelConfig
 from ..model import SAOLModel, build_model
 from ..runs import hardware_record
-from .maps import localization_maps
+from .maps import localization_maps, weighted_features
 from .record import method_gmacs
 
 
@@ -32,7 +33,7 @@ def gradcam_full_backward(model: SAOLModel, images: torch.Tensor) -> torch.Tenso
     out.features.retain_grad()
     out.gap_logits.gather(1, out.gap_logits.argmax(1, keepdim=True)).sum().backward()
     alpha = out.features.grad.mean((2, 3))
-    return F.relu(torch.einsum("bc,bchw->bhw", alpha, out.features.detach()))
+    return F.relu(weighted_features(alpha, out.features.detach()))
 
 
 BENCH_MODES = {
@@ -78,8 +79,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     torch.manual_seed(0)
     # on a shared machine the best window is the closest to the method's own cost (timeit's rule);
     # the median shows what a loaded machine gave
-    lines = ["| model | input | batch | GMACs (SAOL / GAP-FC) | method | needs | maps/s best | maps/s median "
-             "[min] | time per map vs SAOL (best / median) |", "|---|---|---|---|---|---|---|---|---|"]
+    rows = []
     for name in args.models:
         spec, size, batch, classes, repeats = BENCH_MODELS[name]
         cfg = ModelConfig(**spec)
@@ -89,11 +89,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         base = stats["saol"]
         for mode, (label, needs, _) in BENCH_MODES.items():
             s = stats[mode]
-            lines.append(f"| {name} ({cfg.head_channels}{' sep' if cfg.separable else ''}, "
-                         f"{cfg.output_size or 'native'} out) | {size} | {batch} | {gm['saol']:.3f} / "
-                         f"{gm['cam']:.3f} | {label} | {needs} | {s.max:.1f} | {s.median:.1f} [{s.min:.1f}] | "
-                         f"{base.max / s.max:.2f}x / {base.median / s.median:.2f}x |")
-        print("\n".join(lines[-len(BENCH_MODES):]), flush=True)
+            rows.append([f"{name} ({cfg.head_channels}{' sep' if cfg.separable else ''}, "
+                         f"{cfg.output_size or 'native'} out)", size, batch, f"{gm['saol']:.3f} / {gm['cam']:.3f}",
+                         label, needs, f"{s.max:.1f}", f"{s.median:.1f} [{s.min:.1f}]",
+                         f"{base.max / s.max:.2f}x / {base.median / s.median:.2f}x"])
+            print(" | ".join(map(str, rows[-1])), flush=True)
+    lines = markdown.table(["model", "input", "batch", "GMACs (SAOL / GAP-FC)", "method", "needs", "maps/s best",
+                            "maps/s median [min]", "time per map vs SAOL (best / median)"], rows).splitlines()
     hw = hardware_record()
     command = "python -m saol_core.wsol.speed " + " ".join(sys.argv[1:] if argv is None else argv)
     report = (f"## Localization maps per second\n\n`{command.strip()}` on {datetime.date.today()}, "

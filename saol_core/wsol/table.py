@@ -1,22 +1,12 @@
-"""The Table 7 experiment (paper Sec. 4.2): the run behind the maps (trained, or loaded, optionally fine-tuned
-with a larger head resolution as the paper enlarged 7x7 to 14x14), each method's GMACs, the no-model
-baseline, and the table in the paper's layout, called by notebooks/10_localization.ipynb.
-"""
+"""The Table 7 table in the paper's layout (our methods beside the paper's rows, GMACs, the no-model
+baseline), called by notebooks/10_localization.ipynb; the run behind the maps comes from
+saol_core.localize."""
 from __future__ import annotations
-
-from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from ..config import ExperimentConfig, make_config
-from ..model import SAOLModel
-from ..runs import RunFolder
-from ..train import load_run, train
-from ..data.boxes import GroundTruthBoxes
-from .maps import center_gaussian
-from .metrics import SelectedThresholdEvaluator
+from .. import markdown as md
 
 METHODS = {"saol": "SAOL (A⊙Y_k)", "cam": "CAM", "gradcam": "Grad-CAM", "center": "centre Gaussian (no model)"}
 """Map kinds of saol_core.wsol (and the no-model baseline) in the table's row order, with row labels."""
@@ -31,60 +21,7 @@ PAPER_ROW = {"saol": "SAOL + CutMix", "cam": "CAM + CutMix"}
 """Our rows come from one model trained with CutMix, so they sit beside the paper's CutMix rows."""
 
 
-# ------------------------------------------------------------------------------ runs
-def finetune_config(cfg: ExperimentConfig, run_dir: str | Path, overrides: Sequence[str]) -> ExperimentConfig:
-    """The fine-tuning run of the trained run ``run_dir`` (config ``cfg``): the same experiment named
-    ``<name>-ft``, started from the run's last weights (``checkpoint.pt``), then ``overrides``."""
-    tree = cfg.to_dict()
-    tree["name"] = f"{cfg.name}-ft"
-    tree["train"]["init_from"] = str(RunFolder(run_dir).checkpoint)
-    return make_config(tree, list(overrides))
-
-
-def prepare(params: str | None, overrides: Sequence[str] = (), run_dir: str | None = None,
-            finetune_overrides: Sequence[str] = ()) -> tuple[SAOLModel, ExperimentConfig, dict]:
-    """Train ``params`` + ``overrides`` (a finished run folder is reused, a partial one resumed) or
-    load the trained run ``run_dir`` (then params/overrides are ignored); with ``finetune_overrides``
-    fine-tune it (:func:`finetune_config`). Returns (the last run's model on the CPU in eval mode, its
-    config, {"train": summary, "finetune": summary} of the runs involved)."""
-    if run_dir is None:
-        cfg = make_config(params, list(overrides))
-        summaries = {"train": train(cfg)}
-        run_dir = cfg.run_dir()
-    else:
-        if not RunFolder(run_dir).checkpoint.exists():
-            raise FileNotFoundError(f"run_dir={run_dir} holds no checkpoint.pt: give a trained run folder")
-        cfg = make_config(RunFolder(run_dir).config)
-        summaries = {"train": RunFolder(run_dir).read_summary()}
-    if finetune_overrides:
-        ft = finetune_config(cfg, run_dir, finetune_overrides)
-        summaries["finetune"] = train(ft)
-        run_dir = ft.run_dir()
-    model, cfg = load_run(run_dir, "last")
-    return model, cfg, summaries
-
-
 # ------------------------------------------------------------------------------ Table 7
-def center_baseline(loader, boxes: GroundTruthBoxes, eval_size: int = 224, cam_step: float = 0.01,
-                    threshold: float | None = None, max_batches: int | None = None,
-                    select: np.ndarray | None = None) -> dict[str, float]:
-    """The no-model baseline of wsolevaluation (Choe et al. 2020): the same centred Gaussian score map
-    (maps.center_gaussian) for every image of ``loader`` (as evaluate_localization walks it, ``select``
-    included), so the threshold sweep picks the best centred box size. Large objects (CUB birds) make it
-    strong. Keys as BoxEvaluator.compute; Top-1 Loc is meaningless here (no classifier: counted as wrong)."""
-    gauss = center_gaussian(eval_size)
-    evaluator = SelectedThresholdEvaluator(select, cam_step=cam_step)
-    gt_all = boxes.at(eval_size)
-    for step, (_, _, indices) in enumerate(loader.epoch(0)):
-        if max_batches is not None and step >= max_batches:
-            break
-        indices = indices.cpu().numpy()
-        gt = [gt_all[i] for i in indices.tolist()]
-        evaluator.accumulate(np.broadcast_to(gauss, (len(gt), eval_size, eval_size)), gt, np.zeros(len(gt), bool),
-                             indices)
-    return evaluator.compute(threshold)
-
-
 def table7(results: dict[str, dict[str, float]], gmacs: dict[str, float], threshold: float | None = None
            ) -> pd.DataFrame:
     """One row per map kind of ``results`` (evaluate_localization output) in the paper's layout.
@@ -134,7 +71,5 @@ def _cell(value, digits: int) -> str:
 def markdown(df: pd.DataFrame, digits: dict[str, int] | None = None) -> str:
     """A DataFrame as a GitHub markdown table; floats with 2 decimals unless ``digits[column]`` says."""
     digits = {"GMACs": 4, **(digits or {})}
-    lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
-    for row in df.itertuples(index=False):
-        lines.append("| " + " | ".join(_cell(v, digits.get(c, 2)) for c, v in zip(df.columns, row)) + " |")
-    return "\n".join(lines)
+    return md.table(df.columns, [[_cell(v, digits.get(c, 2)) for c, v in zip(df.columns, row)]
+                                 for row in df.itertuples(index=False)])

@@ -1,0 +1,60 @@
+"""Localization on trained runs: the run behind the maps (trained, or loaded, optionally fine-tuned with a
+larger head resolution as the paper enlarged 7x7 to 14x14) and the boxes figure of a run folder. The
+metrics themselves (saol_core.wsol) know nothing of training; this module joins the two.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from .config import ExperimentConfig, make_config
+from .data import build_data
+from .model import SAOLModel
+from .runs import RunFolder
+from .train import load_run, train
+from .viz import qualitative_grid
+
+
+def finetune_config(cfg: ExperimentConfig, run_dir: str | Path, overrides: Sequence[str]) -> ExperimentConfig:
+    """The fine-tuning run of the trained run ``run_dir`` (config ``cfg``): the same experiment named
+    ``<name>-ft``, started from the run's last weights (``checkpoint.pt``), then ``overrides``."""
+    tree = cfg.to_dict()
+    tree["name"] = f"{cfg.name}-ft"
+    tree["train"]["init_from"] = str(RunFolder(run_dir).checkpoint)
+    return make_config(tree, list(overrides))
+
+
+def prepare(params: str | None, overrides: Sequence[str] = (), run_dir: str | None = None,
+            finetune_overrides: Sequence[str] = ()) -> tuple[SAOLModel, ExperimentConfig, dict]:
+    """Train ``params`` + ``overrides`` (a finished run folder is reused, a partial one resumed) or
+    load the trained run ``run_dir`` (then params/overrides are ignored); with ``finetune_overrides``
+    fine-tune it (:func:`finetune_config`). Returns (the last run's model on the CPU in eval mode, its
+    config, {"train": summary, "finetune": summary} of the runs involved)."""
+    if run_dir is None:
+        cfg = make_config(params, list(overrides))
+        summaries = {"train": train(cfg)}
+        run_dir = cfg.run_dir()
+    else:
+        if not RunFolder(run_dir).checkpoint.exists():
+            raise FileNotFoundError(f"run_dir={run_dir} holds no checkpoint.pt: give a trained run folder")
+        cfg = make_config(RunFolder(run_dir).config)
+        summaries = {"train": RunFolder(run_dir).read_summary()}
+    if finetune_overrides:
+        ft = finetune_config(cfg, run_dir, finetune_overrides)
+        summaries["finetune"] = train(ft)
+        run_dir = ft.run_dir()
+    model, cfg = load_run(run_dir, "last")
+    return model, cfg, summaries
+
+
+def localization_figure(run_dir, n: int = 4):
+    """``saol_core.viz.qualitative_grid`` of a trained run folder's first ``n`` test images at the thresholds its
+    localization record chose (``summary.final``: saol_threshold, cam_threshold); None for a run without
+    both (wsol.enabled=false, or a model without a SAOL or a GAP-FC head)."""
+    final = (RunFolder(run_dir).read_summary() or {}).get("final") or {}
+    if "saol_threshold" not in final or "cam_threshold" not in final:
+        return None
+    model, cfg = load_run(run_dir)
+    data = build_data(cfg.data, seed=cfg.seed, batch_size=n)
+    return qualitative_grid(model, data, {"saol": final["saol_threshold"], "cam": final["cam_threshold"]}, n,
+                            cfg.wsol.eval_size)
