@@ -617,3 +617,19 @@ def test_figures_name_metrics_and_rows_as_a_reader_does():
     titles = [ax.get_title() for ax in losses]
     assert titles[0].startswith("GAP-FC\n") and titles[1].startswith("SAOL + CutMix + L_SS1\n")
     assert titles[2].startswith("saol\n")   # no label given: the key itself
+
+
+def test_wide_tables_are_split_and_columns_without_a_paper_number_left_out(tmp_path):
+    columns = [{"label": f"metric {k}", "variant": "gap", "metric": "gap_top1"} for k in range(7)]
+    path = make_study(tmp_path, seeds=[0], columns=columns,
+                      papers={"R-110": {"a": [90.0, None, None, None, None, None, 91.0]},
+                              "WRN": {"a": [94.0, None, None, None, None, None, None]}})
+    study = st.load_study(path)
+    fake_run(tmp_path / "out/runs", "a-gap-s0", {"gap_top1": 1.0})
+    md = st.table_markdown(study, st.summarize(study, st.collect(study, tmp_path / "out")))
+    heads = [block.splitlines()[0] for block in md.split("\n\n")]
+    assert all(h.count("|") - 1 <= 10 for h in heads) and len(heads) == 2
+    assert heads[0] == ("| Model | metric 0 | paper R-110 | paper WRN | metric 1 | metric 2 | metric 3 | metric 4 "
+                        "| metric 5 |")
+    assert heads[1] == "| Model | metric 6 | paper R-110 |"
+    assert all(block.splitlines()[2].startswith("| Row A |") for block in md.split("\n\n"))

@@ -145,20 +145,36 @@ def _cell(part, ours: bool, ref: str = "paper") -> str:
     return text + (f" [n={first['n']}]" if ours else "")
 
 
+MAX_COLUMNS = 10
+"""Widest table a report prints; a study with more columns gets several tables, each with the row labels."""
+
+
 def table_markdown(study: Study, summary) -> str:
-    """The paper's layout: a line per row; per column ours (mean ± std (delta) [n]) and each reference's."""
+    """The paper's layout: a line per row; per column ours (mean ± std (delta) [n]) and each reference's
+    (a reference without a number in that column is left out), split into tables of at most
+    ``MAX_COLUMNS`` columns."""
     refs = [ref for ref, table in study.papers.items() if table]
-    head = ["Model"]
+    blocks = []   # per study column: (headers, one list of cells per row)
     for c in study.columns:
-        head += [c.label] + [ref if len(refs) == 1 and ref == "paper" else f"paper {ref}" for ref in refs]
-    lines = []
-    for row in study.rows:
-        cells = [row.label]
-        for c in study.columns:
-            part = summary[(summary.row == row.name) & (summary.column == c.label)]
-            cells += [_cell(part, True)] + [_cell(part, False, ref) for ref in refs]
-        lines.append(cells)
-    return markdown.table(head, lines)
+        parts = [summary[(summary.row == row.name) & (summary.column == c.label)] for row in study.rows]
+        head, cells = [c.label], [[_cell(part, True)] for part in parts]
+        for ref in refs:
+            theirs = [_cell(part, False, ref) for part in parts]
+            if any(t != "—" for t in theirs):
+                head.append(ref if len(refs) == 1 and ref == "paper" else f"paper {ref}")
+                for row, t in zip(cells, theirs):
+                    row.append(t)
+        blocks.append((head, cells))
+    tables, current = [], []
+    for block in blocks:
+        if current and 1 + sum(len(h) for h, _ in current) + len(block[0]) > MAX_COLUMNS:
+            tables.append(current)
+            current = []
+        current.append(block)
+    tables.append(current)
+    return "\n\n".join(markdown.table(["Model", *(x for h, _ in t for x in h)],
+                                       [[row.label, *(x for _, cells in t for x in cells[i])]
+                                        for i, row in enumerate(study.rows)]) for t in tables if t)
 
 
 def _class_key(hw_class: str | None, across: str | None) -> str | None:

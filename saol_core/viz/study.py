@@ -28,6 +28,7 @@ def training_curves(history: pd.DataFrame | list[dict], facet: str | None = None
     by_variant = "variant" in df
     test["series"] = test["variant"] + " · " + test["head"] if by_variant else test["head"]
     facets = list(dict.fromkeys(df[facet])) if facet else [None]
+    palette = {k: f"C{i}" for i, k in enumerate(sorted(test["series"].unique()))}   # one colour per series everywhere
     per_line = max(1, min(per_line, len(facets)))
     lines = -(-len(facets) // per_line)
     marker = "o" if df["epoch"].nunique() < 20 else None
@@ -42,8 +43,9 @@ def training_curves(history: pd.DataFrame | list[dict], facet: str | None = None
             sns.lineplot(part, x="epoch", y="train_loss", hue="variant" if by_variant else None,
                          hue_order=sorted(df["variant"].unique()) if by_variant else None,
                          errorbar="sd", marker=marker, ax=ax_loss)
-            sns.lineplot(test_part, x="epoch", y="top1", hue="series", hue_order=sorted(test["series"].unique()),
-                         errorbar="sd", marker=marker, ax=ax_acc)
+            sns.lineplot(test_part, x="epoch", y="top1", hue="series", palette=palette,
+                         hue_order=[k for k in palette if k in set(test_part["series"])], errorbar="sd",
+                         marker=marker, ax=ax_acc)
             name = "" if value is None else textwrap.fill((labels or {}).get(value, str(value)), 40)
             ax_loss.set(title=f"{name}\ntraining loss (Eq. 7 total)".strip(), ylabel="loss")
             ax_acc.set(title=f"{name}\ntest top-1 of each head".strip(), ylabel="top-1 (%)")
