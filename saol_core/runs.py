@@ -169,9 +169,13 @@ def cpu_vendor(hardware: dict | None) -> str | None:
 
 
 def command_line() -> str:
-    """This process's command; inside a notebook kernel (papermill, Jupyter), what the run came from."""
+    """This process's command as it was typed (``python -m saol_core.train ...``, not the module's path on
+    this machine); inside a notebook kernel (papermill, Jupyter), what the run came from."""
     if sys.argv and "ipykernel" in sys.argv[0]:
         return "notebook kernel (the run's notebook and config.yaml say what ran)"
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name:
+        return " ".join(["python", "-m", spec.name.removesuffix(".__main__"), *sys.argv[1:]])
     return " ".join([Path(sys.executable).name, *sys.argv])
 
 

@@ -1,5 +1,6 @@
 """Faults a user meets: two processes on one run folder, divergence, corrupt or truncated files, killed
 writes, bad configs and bad data. Each error is one line that says what to do."""
+import json
 import os
 import random
 import re
@@ -485,3 +486,10 @@ def test_caches_follow_the_umask(tmp_path):
     decoded = next((tmp_path / "cache/decoded").iterdir())
     assert unpacked.stat().st_mode & 0o777 == 0o777 & ~runs.UMASK
     assert decoded.stat().st_mode & 0o777 == 0o666 & ~runs.UMASK
+
+
+def test_the_record_names_the_command_as_typed_not_this_machines_paths(tmp_path):
+    out = cli("saol_core.train", "-", *TINY, "train.epochs=1", f"out_dir={tmp_path}", "name=cmd", "--quiet")
+    assert out.returncode == 0, out.stderr
+    command = json.loads((tmp_path / "cmd/environment.json").read_text())["command"]
+    assert command.startswith("python -m saol_core.train - model.backbone=resnet20") and str(ROOT) not in command
