@@ -448,6 +448,10 @@ def test_a_study_pinned_to_a_hardware_class_refuses_another_machine(tmp_path):
     with pytest.raises(ConfigError, match=r"this machine's hardware class is cpu .* but the study pins cuda NVIDIA H200"):
         check(study, st.expand(study), tmp_path / "runs")
     check(st.load_study(make_study(tmp_path, seeds=[0], hardware=["cuda *", "cpu *"])), st.expand(study), tmp_path / "runs")
+    pinned = str(make_study(tmp_path, seeds=[0], hardware="cuda NVIDIA H200 · *"))
+    assert st.main([pinned, "--dry-run", "--out", str(tmp_path / "gpu")]) == 2          # refused here
+    assert st.main([pinned, "--dry-run", "--out", str(tmp_path / "cpu"), "--hardware", "cpu *"]) == 0
+    assert st.main([pinned, "--dry-run", "--hardware", "cpu *"]) == 2                   # never into the pinned folder
     with pytest.raises(ConfigError, match="study.hardware must be a hardware-class pattern"):
         st.load_study(make_study(tmp_path, hardware=3))
 

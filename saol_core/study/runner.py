@@ -249,6 +249,7 @@ def run_study(study: Study, out: Path, *, only: list[str] | None = None, extra: 
                 bar.set_postfix_str(run.name)
                 bar.update(1)
     except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)   # a second Ctrl-C (or timeout's) must not cut the clean-up
         done.set()
         pool.shutdown(wait=False, cancel_futures=True)
         stopped = _stop_kernels()
@@ -345,6 +346,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-table", action="store_true", help="skip the table notebook at the end")
     ap.add_argument("--table-only", action="store_true",
                     help="only regenerate the table and report from the finished run records (no training)")
+    ap.add_argument("--hardware", nargs="+", metavar="PATTERN",
+                    help="hardware classes this report folder accepts instead of study.hardware (with --out: the "
+                         "same study on another class, e.g. 'cuda NVIDIA H200 *')")
     ap.add_argument("--debug", action="store_true", help="show the traceback of a reported error")
     ap.add_argument("--refresh-notebooks", nargs="*", metavar="NAME",
                     help="re-execute notebooks/ (or the named ones) in place with their smoke parameters")
@@ -359,6 +363,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         study = load_study(path)
         out = Path(args.out) if args.out else default_out(path, args.smoke)
+        if args.hardware:
+            if not args.out:
+                raise ConfigError("--hardware needs --out: runs of another class go to a report folder of their own")
+            study.hardware = list(args.hardware)
         if args.dry_run:
             runs = expand(study, args.set, args.only)
             _print_plan(study, out, runs)
