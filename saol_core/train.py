@@ -153,6 +153,8 @@ def train(cfg: ExperimentConfig, *, resume: bool = True) -> dict:
     if rank == 0:
         run.lock()
     try:
+        if resume and run.checkpoint.exists():   # refused before start() records this attempt's settings
+            _check_same_data(load_checkpoint(run.checkpoint), data, run.checkpoint)
         if rank == 0:
             finished = run.start(cfg, device, resume)
         else:
@@ -177,7 +179,6 @@ def _loop(cfg: ExperimentConfig, run: RunFolder, data, model: SAOLModel, device:
     history: list[dict] | None = []   # metrics rows of the epochs before start_epoch (None: unknown, older checkpoint)
     if resume and run.checkpoint.exists():
         ckpt = load_checkpoint(run.checkpoint, device)
-        _check_same_data(ckpt, data, run.checkpoint)
         _load_weights(model, ckpt["model"], run.checkpoint,
                       "pass --no-resume to start this run over, or pick another name=...")
         optimizer.load_state_dict(ckpt["optimizer"])

@@ -449,6 +449,7 @@ def test_resuming_on_other_data_is_refused(tmp_path, capsys):
     other = make_config(None, [*common, f"data.root={large}", f"out_dir={tmp_path}", "name=d"])
     with pytest.raises(ConfigError, match="was trained on 12 training images of 2 classes, but this data gives 16 of 2"):
         train(other)
+    assert yaml.safe_load((tmp_path / "d/config.yaml").read_text())["data"]["root"] == str(small)  # untouched
     moved = tmp_path / "moved"
     shutil.copytree(small, moved)   # the same data elsewhere (another machine, say): resumes, and says so
     train(make_config(None, [*common, f"data.root={moved}", f"out_dir={tmp_path}", "name=d"]))
