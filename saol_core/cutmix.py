@@ -3,7 +3,9 @@
 One box per batch: the box region of every image ``b`` is replaced by the same region of image
 ``perm[b]``. Every random number (apply-or-not, lambda, box centre, permutation) is drawn on the host
 from a CPU ``torch.Generator``, so a run is reproducible from its seed and the step never waits on the
-device; only the pixel copy runs on the device.
+device; only the pixel copy runs on the device. The box and lambda also travel to the device as small
+tensors (``box_t``, ``lam_t``), which the losses read: a compiled or CUDA-graphed step then sees the same
+graph for every box instead of one graph per box size.
 
 Label convention (official code): the mixed image keeps a fraction ``lam`` of the ORIGINAL image, so
 ``loss = lam * CE(., labels) + (1 - lam) * CE(., labels[perm])``; ``lam`` is recomputed from the box
@@ -11,7 +13,7 @@ after clipping it to the image, ``lam = 1 - box_area / (H * W)``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import scipy.special
 import torch
@@ -29,6 +31,16 @@ class CutMixBatch:
     lam: float
     """Fraction of pixels from the ORIGINAL image = 1 - pasted area fraction (1.0 if not applied)."""
     applied: bool
+    box_t: Tensor | None = field(init=False, default=None)
+    """(4,) int64 on the images' device: ``box`` (applied batches only)."""
+    lam_t: Tensor | None = field(init=False, default=None)
+    """(2,) float32 on the images' device: (lam, 1 - lam), each rounded from the host's double."""
+
+    def __post_init__(self):
+        if self.applied:
+            device = self.images.device
+            self.box_t = torch.tensor(self.box, dtype=torch.int64).to(device, non_blocking=True)
+            self.lam_t = torch.tensor([self.lam, 1.0 - self.lam], dtype=torch.float32).to(device, non_blocking=True)
 
 
 def _uniform(generator: torch.Generator) -> float:
@@ -73,32 +85,36 @@ def cutmix(images: Tensor, p: float, beta: float, generator: torch.Generator) ->
     return CutMixBatch(images=mixed, perm=perm, box=(y0, y1, x0, x1), lam=lam, applied=True)
 
 
-def _cover(lo: int, hi: int, size: int, n: int, device) -> Tensor:
+def _cover(lo: int | Tensor, hi: int | Tensor, size: int, n: int, device) -> Tensor:
     """(n,) fraction of each of ``n`` equal cells of [0, size) that lies inside [lo, hi).
 
     Coordinates are scaled by ``n`` so cell edges ``i * size / n`` become the integers ``i * size``:
-    the overlap is exact integer arithmetic and only the final division rounds.
+    the overlap is exact integer arithmetic and only the final division rounds. ``lo``/``hi`` may be
+    host ints or 0-dim int64 tensors on ``device`` (no host read either way).
     """
     edges = torch.arange(n + 1, device=device) * size
     overlap = edges[1:].clamp(max=hi * n) - edges[:-1].clamp(min=lo * n)
     return overlap.clamp(min=0).float() / size
 
 
-def box_mask(box: tuple[int, int, int, int], image_hw: tuple[int, int], out_hw: tuple[int, int],
+def box_mask(box: tuple[int, int, int, int] | Tensor, image_hw: tuple[int, int], out_hw: tuple[int, int],
              device: torch.device | str | None = None) -> Tensor:
     """(Ho,Wo) float32 soft box mask: the fraction of each output cell's pixel area inside ``box``.
 
     Output cell (i, j) covers the pixel rectangle [i*H/Ho, (i+1)*H/Ho) x [j*W/Wo, (j+1)*W/Wo), which
-    may cut through pixels when H is not a multiple of Ho. ``box`` is (y0, y1, x0, x1) half-open.
+    may cut through pixels when H is not a multiple of Ho. ``box`` is (y0, y1, x0, x1) half-open: host
+    ints or a (4,) int64 tensor (``CutMixBatch.box_t``).
     """
     y0, y1, x0, x1 = box
     (H, W), (Ho, Wo) = image_hw, out_hw
     return _cover(y0, y1, H, Ho, device)[:, None] * _cover(x0, x1, W, Wo, device)[None, :]
 
 
-def box_cells(box: tuple[int, int, int, int], image_hw: tuple[int, int],
-              out_hw: tuple[int, int]) -> float:
-    """Host-side sum of ``box_mask`` (box area in units of output cells), without touching the device."""
+def box_cells(box: tuple[int, int, int, int] | Tensor, image_hw: tuple[int, int],
+              out_hw: tuple[int, int]) -> float | Tensor:
+    """Sum of ``box_mask`` (box area in units of output cells): a host float for a host box, a 0-dim
+    float64 tensor for a tensor box (integer area, then one correctly rounded division either way)."""
     y0, y1, x0, x1 = box
     (H, W), (Ho, Wo) = image_hw, out_hw
-    return (y1 - y0) * (x1 - x0) * Ho * Wo / (H * W)
+    area = (y1 - y0) * (x1 - x0) * Ho * Wo
+    return area.double() / (H * W) if isinstance(area, Tensor) else area / (H * W)

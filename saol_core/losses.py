@@ -39,14 +39,14 @@ def mixed_ce(scores: Tensor, labels: Tensor, mix: CutMixBatch, *, log_probs: boo
     """
     logp = scores.float() if log_probs else F.log_softmax(scores.float(), dim=1)
     loss = F.nll_loss(logp, labels)
-    if mix.applied and mix.lam < 1.0:
-        loss = mix.lam * loss + (1.0 - mix.lam) * F.nll_loss(logp, labels.index_select(0, mix.perm))
+    if mix.applied:  # lam = 1 (an empty box) adds 0 x the second term: the same number, one graph for all boxes
+        loss = mix.lam_t[0] * loss + mix.lam_t[1] * F.nll_loss(logp, labels.index_select(0, mix.perm))
     return loss
 
 
 def ss1_loss(mask_logits: Tensor, mix: CutMixBatch) -> Tensor:
     """BCE between the mask head's (B,Ho,Wo) logits and the soft box mask (mix must be applied)."""
-    target = box_mask(mix.box, mix.images.shape[-2:], mask_logits.shape[-2:], mask_logits.device)
+    target = box_mask(mix.box_t, mix.images.shape[-2:], mask_logits.shape[-2:], mask_logits.device)
     return F.binary_cross_entropy_with_logits(mask_logits.float(), target.expand(mask_logits.shape))
 
 
@@ -55,10 +55,7 @@ def ss2_loss(spatial_log_probs: Tensor, teacher_log_probs: Tensor, mix: CutMixBa
     """Coverage-weighted mean over the box's output cells of KL(teacher || student) (``direction``
     "teacher_student") or KL(student || teacher) ("student_teacher"); both inputs (B,K,Ho,Wo) log-probs."""
     out_hw = spatial_log_probs.shape[-2:]
-    cells = box_cells(mix.box, mix.images.shape[-2:], out_hw)  # host float: sum of the weights
-    if cells == 0:  # known on the host from the box: no device work, no sync
-        return spatial_log_probs.new_zeros((), dtype=torch.float32)
-    weight = box_mask(mix.box, mix.images.shape[-2:], out_hw, spatial_log_probs.device)
+    weight = box_mask(mix.box_t, mix.images.shape[-2:], out_hw, spatial_log_probs.device)
     student, teacher = spatial_log_probs.float(), teacher_log_probs.detach().float()
     if direction == "teacher_student":
         kl = F.kl_div(student, teacher, reduction="none", log_target=True).sum(dim=1)  # (B,Ho,Wo)
@@ -66,7 +63,9 @@ def ss2_loss(spatial_log_probs: Tensor, teacher_log_probs: Tensor, mix: CutMixBa
         kl = (student.exp() * (student - teacher)).sum(dim=1)
     else:
         raise ValueError(f"direction={direction!r}; choose 'teacher_student' or 'student_teacher'")
-    return (kl * weight).sum() / (kl.shape[0] * cells)
+    total = (kl.shape[0] * box_cells(mix.box_t, mix.images.shape[-2:], out_hw)).float()  # sum of the weights
+    # an empty box: 0 / 1 = 0 (no host branch on the box: the same graph for every box)
+    return (kl * weight).sum() / torch.where(total > 0, total, torch.ones_like(total))
 
 
 def sd_loss(saol_log_probs: Tensor, gap_logits: Tensor, labels: Tensor, mix: CutMixBatch,

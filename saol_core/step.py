@@ -3,9 +3,17 @@ SGD), shared by the training loop (``saol_core.train``) and the benchmark (``sao
 that what is timed is what trains.
 
 GPU-first: the step reads nothing back to the host (no ``.item()``, no data-dependent Python branch:
-CutMix's box and lambda are host numbers drawn before the step), and the losses are summed on the
-device by :class:`LossMeter`. ``tests/test_step.py`` checks this on CPU by counting the host reads of
-tensor values (``aten._local_scalar_dense``) inside a full-recipe step.
+CutMix's box and lambda are host numbers drawn before the step, handed to the losses as small device
+tensors), and the losses are summed on the device by :class:`LossMeter`. ``tests/test_step.py`` checks
+this on CPU by counting the host reads of tensor values (``aten._local_scalar_dense``) inside a
+full-recipe step.
+
+``train.compile``: the student forward with the losses, the SS2 teacher's forward, and the update
+(gradient clipping + SGD, its learning rates held in device tensors that the schedule fills) are each
+torch.compile'd; on one CUDA device with ``mode="reduce-overhead"``, so each is replayed as a CUDA graph
+and a step launches a handful of graphs instead of hundreds of kernels. Every box size and lambda gives
+the same graphs (two sets: mixed and clean batches). On the CPU the same compiled code runs without
+graphs, which is how the tests check it against the eager step.
 """
 from __future__ import annotations
 
@@ -126,7 +134,10 @@ class TrainStep:
     images: (B,C,H,W) the clean batch (the SS2 teacher's input); mix: ``cutmix(images, ...)``.
     ``forward`` is the model as called outside training (compiled if ``train.compile``): by SS2's
     teacher (a no-grad forward must not go through DDP) and by evaluation; ``student_forward`` is it
-    wrapped in DistributedDataParallel when training on several processes.
+    wrapped in DistributedDataParallel when training on several processes. ``student_losses``
+    (student forward + ``compute_losses``) and ``update`` (clip + SGD) are compiled with ``train.compile``;
+    ``graphed``: they replay as CUDA graphs (one CUDA device), so the step marks each new iteration and
+    the returned losses are copies that outlive the next replay.
     """
     cfg: ExperimentConfig
     model: SAOLModel
@@ -136,16 +147,32 @@ class TrainStep:
     student_forward: Callable
     device: torch.device
     channels_last: bool
+    graphed: bool = False
     dtype: torch.dtype | None = field(init=False)          # the step's autocast dtype (None: fp32)
     teacher_dtype: torch.dtype | None = field(init=False)  # the SS2 teacher's (None: the step's)
     amp: Callable = field(init=False)
     teacher_amp: Callable = field(init=False)
+    student_losses: Callable = field(init=False)
+    update: Callable = field(init=False)
 
     def __post_init__(self):
         self.dtype = amp_dtype(self.cfg, self.device)
         self.teacher_dtype = teacher_amp_dtype(self.cfg, self.device)
         self.amp = autocast(self.device, self.dtype)
         self.teacher_amp = autocast(self.device, self.teacher_dtype)
+        self.student_losses, self.update = self._student_losses, self._update
+        if self.cfg.train.compile:
+            mode = "reduce-overhead" if self.graphed else None
+            self.student_losses = torch.compile(self._student_losses, mode=mode)
+            self.update = torch.compile(self._update, mode=mode)
+
+    def _student_losses(self, mixed: Tensor, labels: Tensor, mix: CutMixBatch, teacher: Tensor | None):
+        return compute_losses(self.student_forward(mixed), labels, mix, self.cfg.loss, teacher)
+
+    def _update(self) -> None:
+        if self.cfg.optim.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
+        self.optimizer.step()
 
     def memory_format(self, x: Tensor) -> Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
@@ -153,20 +180,19 @@ class TrainStep:
     def __call__(self, images: Tensor, labels: Tensor, mix: CutMixBatch) -> dict[str, Tensor]:
         loss_cfg = self.cfg.loss
         teacher = None
+        if self.graphed:
+            torch.compiler.cudagraph_mark_step_begin()
         with self.amp():
             if mix.applied and loss_cfg.w_ss2:  # else no teacher, and no copy of its input either
                 with self.teacher_amp():  # nested: a nullcontext keeps the step's own autocast
                     teacher = ss2_teacher(self.forward, self.memory_format(images), mix,
                                           loss_cfg.ss2_teacher_bn, loss_cfg.w_ss2)
-            out = self.student_forward(self.memory_format(mix.images))
-            losses = compute_losses(out, labels, mix, loss_cfg, teacher)
+            losses = self.student_losses(self.memory_format(mix.images), labels, mix, teacher)
         self.optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
-        if self.cfg.optim.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
-        self.optimizer.step()
+        self.update()
         self.scheduler.step()
-        return {k: v.detach() for k, v in losses.items()}
+        return {k: v.detach().clone() if self.graphed else v.detach() for k, v in losses.items()}
 
     def resolved(self) -> dict:
         """What this step actually runs with (for run summaries and benchmark reports)."""
@@ -179,11 +205,19 @@ def make_step(cfg: ExperimentConfig, model: SAOLModel, device: torch.device, ste
     """Optimizer, schedule, torch.compile and (world_size > 1) DDP around ``model`` (already on
     ``device`` and in its memory format: :func:`prepare_model`)."""
     optimizer, scheduler = make_optimizer(cfg, model, steps_per_epoch, total_steps)
-    forward = torch.compile(model) if cfg.train.compile else model
+    graphed = cfg.train.compile and device.type == "cuda" and world_size == 1
+    forward = model
+    if cfg.train.compile:
+        forward = torch.compile(model, mode="reduce-overhead" if graphed else None)
+        # the schedule's values go into device tensors (fill_, no host read): a compiled SGD step then
+        # reads its lr from them instead of recompiling for every new Python float
+        for group in optimizer.param_groups:
+            group["lr"] = torch.tensor(float(group["lr"]), device=device)
     student = (torch.nn.parallel.DistributedDataParallel(
         forward, device_ids=[local_rank] if device.type == "cuda" else None,
         find_unused_parameters=model.mask is not None) if world_size > 1 else forward)
-    return TrainStep(cfg, model, optimizer, scheduler, forward, student, device, uses_channels_last(cfg, device))
+    return TrainStep(cfg, model, optimizer, scheduler, forward, student, device, uses_channels_last(cfg, device),
+                     graphed)
 
 
 class LossMeter:

@@ -222,7 +222,7 @@ def _loop(cfg: ExperimentConfig, run: RunFolder, data, model: SAOLModel, device:
             raise TrainingDiverged(f"weights or BatchNorm statistics became NaN/inf in epoch {epoch + 1}; {_kept(run)}. "
                                    f"Lower optim.lr or set optim.grad_clip.")
         means = meter.means()
-        row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": means.pop("total"),
+        row = {"epoch": epoch + 1, "lr": float(optimizer.param_groups[0]["lr"]), "train_loss": means.pop("total"),
                **{f"train_{k}": v for k, v in means.items()},
                "images_per_s": images_seen * world / train_time}
         last = epoch + 1 == cfg.train.epochs

@@ -8,6 +8,7 @@
 #   scripts/gpu_run.sh "$OUT" params/cifar10_resnet20_long.yaml 7
 #
 # Environment: JOBS runs sharing the GPU (12); DEVICE cuda (cpu rehearses the whole script on a CPU);
+# COMPILE true (the study's runs take the graphed step, train.compile; false = eager);
 # WHEELS a folder of wheels for the Python packages the machine lacks (wheels/; `pip download` them here);
 # CARRY a study.tar brought back from an earlier call, unpacked first; SKIP_TESTS=1, SKIP_BENCH=1.
 # The machine's own torch is used: the project's pin (torch===2.13.0) cannot be fetched offline, and the
@@ -18,6 +19,7 @@ study=${2:-params/cifar10_resnet20_long.yaml}
 minutes=${3:-7}
 jobs=${JOBS:-12}
 device=${DEVICE:-cuda}
+compile=${COMPILE:-true}
 wheels=${WHEELS:-wheels}
 python=${PYTHON:-python3}
 cd "$(dirname "$0")/.."
@@ -45,10 +47,20 @@ if [ -z "${SKIP_TESTS:-}" ]; then
 fi
 
 if [ -z "${SKIP_BENCH:-}" ]; then
-  log "bench"
   cp reports/BENCHMARKS.md "$out/BENCHMARKS.md"
-  $python -m saol_core.bench --device "$device" --backbones resnet20 wrn40_2 --recipes gap saol full --bf16 \
-    --steps 20 --warmup 5 --repeats 3 --out "$out/BENCHMARKS.md" 2>&1 | tail -12 | tee -a "$out/gpu_run.log"
+  # eager, then graphed (train.compile: CUDA graphs); ResNet-20 at batch 64, WRN-40-2 at the paper's 128;
+  # the runs-sharing-the-GPU layouts for ResNet-20 GAP-FC. Inductor's cache (kept in OUT) makes the
+  # compiled study runs below start without compiling again.
+  export TORCHINDUCTOR_CACHE_DIR="$out/inductor-cache"
+  for compiled in "" --compile; do
+    log "bench ${compiled:-eager}"
+    $python -m saol_core.bench --device "$device" --backbones resnet20 --recipes gap saol full --bf16 $compiled \
+      --batch-size 64 --steps 20 --warmup 5 --repeats 3 --layouts 1x1 4x1 12x1 --out "$out/BENCHMARKS.md" 2>&1 \
+      | tail -14 | tee -a "$out/gpu_run.log"
+    $python -m saol_core.bench --device "$device" --backbones wrn40_2 --recipes gap saol full --bf16 $compiled \
+      --batch-size 128 --steps 20 --warmup 5 --repeats 3 --out "$out/BENCHMARKS.md" 2>&1 | tail -8 \
+      | tee -a "$out/gpu_run.log"
+  done
 fi
 
 name=$(basename "$study" .yaml)
@@ -61,9 +73,10 @@ pattern="$device *"
 log "study $study -> $runs_out: $jobs runs at a time for at most $minutes min"
 # SIGINT at the limit: the runner stops its kernels, and every run resumes from its last epoch checkpoint
 timeout --signal=INT "$((minutes * 60))" $python -m saol_core.study "$study" --out "$runs_out" --jobs "$jobs" \
-  --no-table --set "train.device=$device" --hardware "$pattern" 2>&1 | grep -v "IPKernelApp" | tail -40 \
+  --no-table --set "train.device=$device" "train.compile=$compile" --hardware "$pattern" 2>&1 | grep -v "IPKernelApp" | tail -40 \
   | tee -a "$out/gpu_run.log" || true
-$python -m saol_core.study "$study" --out "$runs_out" --hardware "$pattern" --dry-run 2>/dev/null \
+$python -m saol_core.study "$study" --out "$runs_out" --set "train.device=$device" "train.compile=$compile" \
+  --hardware "$pattern" --dry-run 2>/dev/null \
   | grep '^\[' | cut -d']' -f1 | sort | uniq -c | tee -a "$out/gpu_run.log" || true
 tar -cf "$out/study.tar" "$runs_out"
 log "wrote $out/study.tar ($(du -h "$out/study.tar" | cut -f1)); bring it back, commit the records (never the .pt), and pass it as CARRY next time"

@@ -1,8 +1,10 @@
 """CUDA smoke tests (marker ``gpu``): skipped without a CUDA GPU, so CI never needs one; run on a GPU
 machine by ``scripts/gpu_run.sh`` (``python -m pytest -m gpu tests/test_gpu.py``). One bf16 step of every
-recipe, and a run that checkpoints, resumes and finishes on the GPU."""
+recipe, the graphed step (train.compile: CUDA graphs) against the eager one, and a run, eager and graphed,
+that checkpoints, resumes and finishes on the GPU."""
 import pytest
 import torch
+import torch._dynamo
 
 from saol_core.bench.recipes import RECIPES, bench_step, recipe_config
 from saol_core.config import make_config
@@ -26,11 +28,39 @@ def test_one_bf16_step_of_each_recipe(recipe):
     assert all(torch.isfinite(v) for v in losses.values()), losses
 
 
-def test_a_cuda_run_checkpoints_resumes_and_finishes(tmp_path):
+@pytest.mark.parametrize("recipe", [r for r in RECIPES if r != "full-step-teacher"])
+def test_graphed_step_tracks_the_eager_step(recipe):
+    """CUDA graphs (reduce-overhead) of every recipe: the first step's losses as eager's (bf16: 2 %), no
+    recompile for new boxes once mixed and clean batches were each seen twice, and the returned losses
+    survive the next replay."""
+    kw = dict(batch_size=16, cutmix_prob=0.5, device="cuda", bf16=True)
+    eager = bench_step(recipe_config("resnet20", recipe, **kw), 10, torch.device("cuda"))
+    graphed = bench_step(recipe_config("resnet20", recipe, compile=True, **kw), 10, torch.device("cuda"))
+    assert graphed.graphed and not eager.graphed
+    g, mix_gen = torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
+    batches = []
+    for _ in range(10):
+        images = torch.randn(16, 3, 32, 32, generator=g).cuda()
+        labels = torch.randint(0, 10, (16,), generator=g).cuda()
+        batches.append((images, labels, cutmix(images, eager.cfg.loss.cutmix_prob, 1.0, mix_gen)))
+    kinds, seen, kept = {b[2].applied for b in batches}, [], []
+    for i, batch in enumerate(batches):
+        warm = all(seen.count(kind) >= 2 for kind in kinds)
+        seen.append(batch[2].applied)
+        with torch._dynamo.config.patch(error_on_recompile=warm):
+            kept.append(graphed(*batch))
+        reference = eager(*batch)
+        if i == 0:
+            assert all(float(kept[0][k]) == pytest.approx(float(v), rel=2e-2) for k, v in reference.items())
+    assert all(torch.isfinite(v).all() for losses in kept for v in losses.values())
+
+
+@pytest.mark.parametrize("compiled", ["false", "true"], ids=["eager", "graphed"])
+def test_a_cuda_run_checkpoints_resumes_and_finishes(tmp_path, compiled):
     common = ["model.backbone=resnet20", "model.head_channels=8", "data.train_size=128", "data.test_size=64",
               "train.batch_size=32", "train.device=cuda", "train.amp=bf16", "train.progress=false",
               "loss.cutmix_prob=0.5", "model.mask_head=true", "loss.w_ss1=1", "loss.w_ss2=1",
-              f"out_dir={tmp_path}", "name=g"]
+              f"train.compile={compiled}", f"out_dir={tmp_path}", "name=g"]
     train(make_config(None, common + ["train.epochs=2"]))
     folder = RunFolder(tmp_path / "g")
     ckpt = load_checkpoint(folder.checkpoint)

@@ -53,7 +53,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--profile", action="store_true", help="also profile the parts of each training step (CPU)")
     ap.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     ap.add_argument("--layouts", nargs="+", metavar="JOBSxTHREADS",
-                    help="also time concurrent runs (CPU), e.g. 1x2 2x1: aggregate img/s of the first recipe")
+                    help="also time concurrent runs, e.g. 1x2 2x1 on a CPU or 1x1 4x1 12x1 sharing a GPU: "
+                         "aggregate img/s of the first recipe")
     ap.add_argument("--out", default="reports/BENCHMARKS.md", help="report to update ('' = print only)")
     args = ap.parse_args(argv)
     args.conventional |= args.official_loop
@@ -78,8 +79,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     pipes = bench_pipelines(settings, device) if args.conventional else None
     layouts = None
     if args.layouts:
-        found = {b: bench_layouts(b, args.recipes[0], [parse_layout(l) for l in args.layouts], settings)
-                 for b in args.backbones}
+        found = {b: bench_layouts(b, args.recipes[0], [parse_layout(l) for l in args.layouts], settings,
+                                  device=str(device)) for b in args.backbones}
         layouts = "\n\n".join(layouts_table(b, args.recipes[0], r) for b, r in found.items())
         print(layouts, flush=True)
     last = measure_peak(device, peak_dtype)  # again at the end: the best of both (a shared machine's load varies)

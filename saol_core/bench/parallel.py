@@ -1,6 +1,7 @@
 """Concurrent runs with split threads: aggregate training images/s of ``jobs`` processes x ``threads``
-threads each (e.g. one run with 2 threads vs two runs with 1 thread on a 2-core CPU), the choice a
-study's ``--jobs`` makes. Layouts alternate over the repeats so that a load change hits all alike."""
+threads each (e.g. one run with 2 threads vs two runs with 1 thread on a 2-core CPU, or 1 vs 4 vs 12 runs
+sharing one GPU), the choice a study's ``--jobs`` makes. Layouts alternate over the repeats so that a load
+change hits all alike."""
 from __future__ import annotations
 
 import dataclasses
@@ -23,26 +24,26 @@ def parse_layout(text: str) -> tuple[int, int]:
     return jobs, threads
 
 
-def _worker(backbone: str, recipe: str, settings: BenchSettings, threads: int, barrier, out) -> None:
+def _worker(backbone: str, recipe: str, settings: BenchSettings, device: str, threads: int, barrier, out) -> None:
     import torch
 
     from .recipes import bench_backbone
     torch.set_num_threads(threads)
     barrier.wait()  # all jobs of a layout time their steps together
-    row = bench_backbone(backbone, [recipe], dataclasses.replace(settings, mode="train"), torch.device("cpu"))[0]
+    row = bench_backbone(backbone, [recipe], dataclasses.replace(settings, mode="train"), torch.device(device))[0]
     out.put(row.ips.median)
 
 
 def bench_layouts(backbone: str, recipe: str, layouts: Sequence[tuple[int, int]], settings: BenchSettings,
-                  rounds: int = 2) -> dict[tuple[int, int], dict]:
+                  rounds: int = 2, device: str = "cpu") -> dict[tuple[int, int], dict]:
     """{layout: {"per_run": Stats of one job's img/s, "aggregate": Stats of the jobs' summed img/s}}, each
-    layout measured ``rounds`` times (layouts interleaved), CPU only."""
+    layout measured ``rounds`` times (layouts interleaved); on a GPU the jobs share it."""
     ctx = mp.get_context("spawn")
     found: dict[tuple[int, int], dict[str, list[float]]] = {l: {"per_run": [], "aggregate": []} for l in layouts}
     for _ in range(rounds):
         for jobs, threads in layouts:
             barrier, out = ctx.Barrier(jobs), ctx.Queue()
-            procs = [ctx.Process(target=_worker, args=(backbone, recipe, settings, threads, barrier, out))
+            procs = [ctx.Process(target=_worker, args=(backbone, recipe, settings, device, threads, barrier, out))
                      for _ in range(jobs)]
             for p in procs:
                 p.start()
