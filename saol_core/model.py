@@ -52,12 +52,14 @@ class SAOLModel(nn.Module):
     """Backbone and heads. ``forward(x)``: (B,C,H,W) images -> :class:`ModelOutput`.
 
     Attributes: ``backbone``, ``saol`` (SAOLHead | None), ``gap`` (GAPFCHead | None), ``mask``
-    (MaskHead | None), ``taps`` (stages feeding SAOL's spatial logits), ``num_classes``.
+    (MaskHead | None), ``taps`` (stages feeding SAOL's spatial logits), ``num_classes``,
+    ``backbone_bn`` ("frozen": ``train()`` leaves the backbone's BatchNorm layers in eval mode).
     """
 
     def __init__(self, backbone: nn.Module, num_classes: int, *, heads: str = "saol+gap",
                  taps: Sequence[int] | None = None, head_channels: int = 64,
-                 output_size: int | None = None, separable: bool = False, mask_head: bool = False):
+                 output_size: int | None = None, separable: bool = False, mask_head: bool = False,
+                 backbone_bn: str = "batch"):
         super().__init__()
         if heads not in HEADS:
             raise ConfigError(f"model.heads={heads!r} is not valid; choose one of {list(HEADS)}")
@@ -65,8 +67,11 @@ class SAOLModel(nn.Module):
             raise ConfigError(f"num_classes={num_classes} must be >= 2")
         if output_size is not None and output_size < 1:
             raise ConfigError(f"model.output_size={output_size} must be >= 1 (or None)")
+        if backbone_bn not in ("batch", "frozen"):
+            raise ConfigError(f"model.backbone_bn={backbone_bn!r} is not valid; choose 'batch' or 'frozen'")
         channels = list(backbone.stage_channels)
         self.backbone = backbone
+        self.backbone_bn = backbone_bn
         self.num_classes = num_classes
         self.taps = _check_taps(taps, len(channels))
         self.saol = (SAOLHead([channels[t] for t in self.taps], num_classes, head_channels,
@@ -74,6 +79,14 @@ class SAOLModel(nn.Module):
         self.gap = GAPFCHead(channels[-1], num_classes) if "gap" in heads else None
         self.mask = (MaskHead(channels[-1], head_channels, output_size, separable)
                      if mask_head else None)
+
+    def train(self, mode: bool = True) -> "SAOLModel":
+        super().train(mode)
+        if mode and self.backbone_bn == "frozen":
+            for m in self.backbone.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
 
     def forward(self, x: Tensor, spatial_only: bool = False) -> ModelOutput:
         """``spatial_only``: compute log Y alone (backbone + SAOL's class branches; no attention, GAP-FC
@@ -102,4 +115,4 @@ def build_model(cfg: ModelConfig, num_classes: int) -> SAOLModel:
                               pretrained=cfg.pretrained)
     return SAOLModel(backbone, num_classes, heads=cfg.heads, taps=cfg.taps,
                      head_channels=cfg.head_channels, output_size=cfg.output_size,
-                     separable=cfg.separable, mask_head=cfg.mask_head)
+                     separable=cfg.separable, mask_head=cfg.mask_head, backbone_bn=cfg.backbone_bn)

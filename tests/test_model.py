@@ -192,3 +192,35 @@ def test_torch_compile_fullgraph_matches_eager():
     loss_of(out, labels).backward()
     for n, p in m.named_parameters():
         torch.testing.assert_close(p.grad, ref[n], atol=1e-5, rtol=1e-4, msg=n)
+
+
+def test_frozen_backbone_bn_keeps_pretrained_statistics_and_trains_the_rest():
+    """backbone_bn=frozen: a training step leaves every backbone BN's running statistics as they were
+    (and normalizes by them: the same features as in eval mode), while the heads' BN statistics move and
+    the backbone BN's affine weights still learn; the SS2 teacher does not flip the frozen layers."""
+    from saol_core.cutmix import cutmix
+    from saol_core.losses import ss2_teacher
+    m = make(backbone_bn="frozen", mask_head=True).train()
+    bns = lambda mod: [b for b in mod.modules() if isinstance(b, torch.nn.BatchNorm2d)]  # noqa: E731
+    assert all(not b.training for b in bns(m.backbone)) and all(b.training for b in bns(m.saol))
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    x = images(batch=8)
+    with torch.no_grad():
+        train_features = m.backbone(x)[-1]
+        m.eval()
+        assert torch.equal(train_features, m.backbone(x)[-1])
+        m.train()
+    ss2_teacher(m, x, cutmix(x, 1.0, 1.0, torch.Generator().manual_seed(0)), "train")
+    assert all(not b.training for b in bns(m.backbone)) and all(b.training for b in bns(m.saol))
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    out = m(x)
+    (out.saol_log_probs.sum() + out.gap_logits.sum()).backward()
+    opt.step()
+    after = m.state_dict()
+    stats = [k for k in after if k.endswith(("running_mean", "running_var"))]
+    assert all(torch.equal(after[k], before[k]) for k in stats if k.startswith("backbone."))
+    assert any(not torch.equal(after[k], before[k]) for k in stats if k.startswith("saol."))
+    affine = [k for k in after if k.startswith("backbone.") and k.endswith(".weight") and "bn" in k.lower()]
+    assert affine and any(not torch.equal(after[k], before[k]) for k in affine)
+    with pytest.raises(ConfigError, match="backbone_bn"):
+        make(backbone_bn="eval")
