@@ -637,3 +637,26 @@ def test_wide_tables_are_split_and_columns_without_a_paper_number_left_out(tmp_p
                         "| metric 5 |")
     assert heads[1] == "| Model | metric 6 | paper R-110 |"
     assert all(block.splitlines()[2].startswith("| Row A |") for block in md.split("\n\n"))
+
+
+def test_localization_comparisons_say_when_a_side_is_below_the_no_model_baseline(tmp_path):
+    path = make_study(tmp_path, seeds=[0, 1, 2],
+                      comparisons=[{"label": "GT-known: SAOL − CAM", "a": "a.saol_gt_known_loc",
+                                    "b": "a.cam_gt_known_loc", "paper": {"paper": -2.0}, "variant": "saol"},
+                                   {"label": "Top-1 Loc: SAOL − CAM", "a": "a.saol_top1_loc",
+                                    "b": "a.cam_top1_loc", "variant": "saol"}])
+    study = st.load_study(path)
+    for seed in range(3):   # SAOL 50-52 under the centre Gaussian's 57.5, CAM 60-62 above it
+        fake_run(tmp_path / "out/runs", f"a-saol-s{seed}",
+                 {"saol_gt_known_loc": 50.0 + seed, "cam_gt_known_loc": 60.0 + seed * 1.2, "center_gt_known_loc": 57.5,
+                  "saol_top1_loc": 30.0 + seed, "cam_top1_loc": 31.0, "center_top1_loc": 0.0})
+    table = st.comparisons(study, st.collect(study, tmp_path / "out")).set_index("comparison")
+    gt = table.loc["GT-known: SAOL − CAM"]
+    assert gt.baseline == 57.5 and bool(gt.a_below_baseline) and not bool(gt.b_below_baseline)
+    assert pd.isna(table.loc["Top-1 Loc: SAOL − CAM", "baseline"])   # needs a classifier: no no-model number
+    md = st.comparisons_markdown(study, table.reset_index())
+    assert "| same direction, larger; a below the no-model baseline (57.50) |" in md
+    assert "Top-1 Loc: SAOL − CAM | +0.00 [-2.48, +2.48] (n=3) | 2.48 | no difference seen |" in md
+    assert "*below the no-model baseline*" in st.verdict_legend(table)
+    assert st.no_model_baseline("attention_max_box_acc_v2") == "center_max_box_acc_v2"
+    assert st.no_model_baseline("saol_top1") is None and st.no_model_baseline("center_gt_known_loc") is None

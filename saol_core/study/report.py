@@ -10,6 +10,7 @@ from typing import Any
 
 from .. import markdown
 from ..runs import cpu_vendor, hardware_class, read_json
+from ..wsol.maps import KINDS
 from .spec import ACROSS, ROOT, Study, expand, project_path, run_status
 from .stats import LEVEL, VERDICTS, half_width, paired, verdict
 
@@ -56,10 +57,13 @@ def _run_time(summary: dict) -> float | None:
 
 
 def collect(study: Study, out: str | Path):
-    """One line per run of the grid: row, variant, seed, status, notebook, and its final metrics."""
+    """One line per run of the grid: row, variant, seed, status, notebook, and its final metrics (those of
+    the columns and comparisons, and the no-model baselines of the compared localization metrics)."""
     import pandas as pd
     runs_dir = project_path(out) / "runs"
-    metrics = sorted({m for c in study.columns for m in c.metric} | {"saol_top1", "gap_top1"})
+    compared = {m for c in study.comparisons for m in (c.a[1], c.b[1])}
+    metrics = sorted({m for c in study.columns for m in c.metric} | {"saol_top1", "gap_top1"} | compared
+                     | {no_model_baseline(m) for m in compared} - {None})
     lines = []
     for run in expand(study):
         status = run_status(study, run, runs_dir)
@@ -186,12 +190,32 @@ def _class_key(hw_class: str | None, across: str | None) -> str | None:
     return {None: hw_class, "precision": f"{chip} · {torch_version}", "hardware": amp}[across]
 
 
+BASELINED = ("gt_known_loc", "max_box_acc", "max_box_acc_v2")
+"""Localization metrics that need no classifier, so that the centre-Gaussian map (no model) scores them too."""
+
+
+def no_model_baseline(metric: str) -> str | None:
+    """``<kind>_<metric>`` of a map kind -> ``center_<metric>``, the no-model baseline it is judged against;
+    None where there is none (Top-1 Loc also needs a classifier; accuracies are not localization)."""
+    kind, _, rest = metric.partition("_")
+    return f"center_{rest}" if kind in KINDS and rest in BASELINED else None
+
+
+def _baseline_note(c: dict) -> str:
+    """"; a below the no-model baseline (57.51)" for the sides whose mean localizes worse than it."""
+    below = [side for side in ("a", "b") if not _missing(c.get(f"{side}_below_baseline"))
+             and bool(c[f"{side}_below_baseline"])]
+    return f"; {' and '.join(below)} below the no-model baseline ({_num(c['baseline'])})" if below else ""
+
+
 def comparisons(study: Study, results):
     """One line per ``study.comparisons`` entry and hardware class: the paired a - b over the seeds whose
     two runs share a class (``saol_core.runs.hardware_class``; a cross-class pair is never paired), its
     interval and half-width, the paper's a - b per reference and the verdict on sign and size against the
     first reference that has a number. Seeds both cells ran on different classes are counted in
-    ``cross_class``; ``vendors`` names the CPU makers of the paired runs where they differ."""
+    ``cross_class``; ``vendors`` names the CPU makers of the paired runs where they differ. A localization
+    metric (``no_model_baseline``) also gets ``baseline``, the centre Gaussian's mean over the paired runs of
+    both cells, and ``a_below_baseline`` / ``b_below_baseline``: that side's mean localizes worse than no model."""
     import pandas as pd
     done = results[results.status == "finished"]
 
@@ -217,11 +241,18 @@ def comparisons(study: Study, results):
         for key, seeds in sorted(groups.items(), key=lambda kv: -len(kv[1])) or [(None, [])]:
             p = paired({s: a[s][0] for s in seeds}, {s: b[s][0] for s in seeds})
             vendors = sorted({x[s][2] for x in (a, b) for s in seeds if x[s][2]})
+            base = {}
+            if (name := no_model_baseline(c.a[1])) and name == no_model_baseline(c.b[1]) and name in done:
+                centre = [v for side in (c.a, c.b) for s, v in cell(side[0], name, c.variant).items() if s in seeds]
+                if centre:
+                    level = sum(v[0] for v in centre) / len(centre)
+                    base = {"baseline": level, **{f"{k}_below_baseline": sum(x[s][0] for s in seeds) / len(seeds) < level
+                                                  for k, x in (("a", a), ("b", b))}}
             lines.append({"comparison": c.label, "a": ".".join(c.a), "b": ".".join(c.b), "hw_class": key,
                           "n": p.n, "mean": p.mean, "sd": p.sd, "lo": p.lo, "hi": p.hi, "half_width": half_width(p),
                           "verdict": verdict(p, reference) if seeds or not cross else "no same-class pair",
                           "cross_class": cross,
-                          "vendors": ", ".join(vendors) if len(vendors) > 1 else None, **papers})
+                          "vendors": ", ".join(vendors) if len(vendors) > 1 else None, **papers, **base})
     return pd.DataFrame(lines)
 
 
@@ -238,7 +269,7 @@ def comparisons_markdown(study: Study, table) -> str:
         notes = [] if _missing(c.get("vendors")) else [f"CPU vendors differ: {c['vendors']}"]
         notes += [f"{c['cross_class']} seed(s) on different classes left out"] if c.get("cross_class") else []
         where = ("—" if _missing(c["hw_class"]) else c["hw_class"]) + (f" ({'; '.join(notes)})" if notes else "")
-        lines.append([c["comparison"], ours, _num(c["half_width"]), c["verdict"], where,
+        lines.append([c["comparison"], ours, _num(c["half_width"]), c["verdict"] + _baseline_note(c), where,
                       *[_num(c[f"paper:{r}"], True) for r in refs]])
     return markdown.table(head, lines)
 
@@ -246,8 +277,12 @@ def comparisons_markdown(study: Study, table) -> str:
 def verdict_legend(table) -> str:
     """The definitions of the verdict words a comparisons table uses, as one paragraph."""
     used = [v for v in VERDICTS if v in set(table.verdict)] if len(table) else []
-    return "Verdicts (the paper's Δ: the first reference with a number): " + "; ".join(
+    legend = "Verdicts (the paper's Δ: the first reference with a number): " + "; ".join(
         f"*{v}* = {VERDICTS[v]}" for v in used) + "."
+    if "baseline" in table:
+        legend += (" *below the no-model baseline*: that side's mean localizes worse than the centre Gaussian "
+                   "(a map that ignores the image; its mean over the same runs in brackets), whatever the Δ.")
+    return legend
 
 
 def maps_run(out: str | Path, results) -> str | None:
@@ -323,7 +358,7 @@ def headlines(study: Study, compared) -> list[str]:
         papers = [f"{_num(c[k], True)} {k.split(':', 1)[1]}".replace(" paper", "") for k in c
                   if k.startswith("paper:") and not _missing(c[k])]
         where = "" if _missing(c["hw_class"]) else f", {c['hw_class']}"
-        lines.append(f"- {c['comparison']}: {ours}, **{c['verdict']}** (n={c['n']}{where}"
+        lines.append(f"- {c['comparison']}: {ours}, **{c['verdict']}**{_baseline_note(c)} (n={c['n']}{where}"
                      + (f"; paper {', '.join(papers)})" if papers else ")"))
     return lines
 
