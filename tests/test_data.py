@@ -309,6 +309,20 @@ def test_wsol_metadata_multiple_boxes(tmp_path):
     np.testing.assert_array_equal(b.test_boxes.at(25)[1], [[0, 0, 24, 24]])
 
 
+@pytest.mark.parametrize("lines, names", [("0 n01440764 7 tench, Tinca tinca\n1 n02086240 4 Shih-Tzu\n",
+                                           ["Shih-Tzu", "tench"]),
+                                          ("7 seven\n", ["4", "seven"])])
+def test_wsol_classes_txt_names_the_labels(tmp_path, lines, names):
+    """ImageNet subsets' '<index> <wnid> <label> <name, synonyms>' or plain '<label> <name>'; a label it
+    does not name keeps its number."""
+    root = tmp_path / "wsol"
+    write_wsol(root)
+    (root / "classes.txt").write_text(lines)
+    b = build_data(DataConfig(dataset="wsol", root=str(root), image_size=25, workers=0, device_resident=False,
+                              cache_dir=str(tmp_path / "cache")), seed=0, batch_size=2)
+    assert b.class_names == names
+
+
 @pytest.mark.parametrize("resident", [False, True])
 def test_wsol_ids_may_hold_spaces(tmp_path, resident):
     write_wsol(tmp_path / "wsol", test_name="te/my photo.png")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,8 @@ CUB_LAYOUT = ("the CUB-200-2011 release: <root>/images.txt, image_class_labels.t
               "bounding_boxes.txt, classes.txt and images/")
 WSOL_LAYOUT = ("the wsolevaluation metadata format: <root>/metadata/{train,test or val}/image_ids.txt, "
                "class_labels.txt (id,label), image_sizes.txt (id,w,h), localization.txt (id,x0,y0,x1,y1); "
-               "images at <root>/<image id>")
+               "images at <root>/<image id>; optionally <root>/classes.txt naming the labels, one per line: "
+               "'<label> <name>' or '<index> <wnid> <label> <name>'")
 
 LAYOUTS = {"folder": FOLDER_LAYOUT, "cifar10_jpeg": FOLDER_LAYOUT, "imagenet": IMAGENET_LAYOUT, "cub": CUB_LAYOUT, "wsol": WSOL_LAYOUT}
 
@@ -217,7 +219,19 @@ def read_wsol(root: Path) -> Layout:
     if unknown:
         raise DatasetError(f"{test_meta / 'class_labels.txt'} has labels absent from train: {unknown[:10]}")
     train.labels, test.labels = _remap(train_labels, present), _remap(test_labels, present)
-    return Layout(train, test, [str(k) for k in present])
+    names = _wsol_class_names(root / "classes.txt") if (root / "classes.txt").is_file() else {}
+    return Layout(train, test, [names.get(int(k), str(k)) for k in present])
+
+
+def _wsol_class_names(path: Path) -> dict[int, str]:
+    """label -> name from a wsol layout's classes.txt: '<label> <name>', or ImageNet subsets' '<index> <wnid>
+    <label> <name, synonyms>' (the name is the first synonym: 'tench, Tinca tinca' -> 'tench')."""
+    names = {}
+    for r in _read_table(path, WSOL_LAYOUT, None, 2):
+        wnid = len(r) >= 4 and re.fullmatch(r"n\d{8}", r[1]) is not None
+        label, first = (r.numbers(2, 3, int)[0], 3) if wnid else (r.numbers(0, 1, int)[0], 1)
+        names[label] = " ".join(r[first:]).split(",")[0].strip()
+    return names
 
 
 def read_imagenet(root: Path) -> Layout:
