@@ -7,12 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from . import figrecords
 from .config import ExperimentConfig, make_config
 from .data import build_data
 from .model import SAOLModel
 from .runs import RunFolder
 from .train import load_run, train
-from .viz import qualitative_grid
+from .viz import draw_maps, qualitative_grid
 
 
 def finetune_config(cfg: ExperimentConfig, run_dir: str | Path, overrides: Sequence[str]) -> ExperimentConfig:
@@ -48,12 +49,16 @@ def prepare(params: str | None, overrides: Sequence[str] = (), run_dir: str | No
 
 
 def localization_figure(run_dir, n: int = 4):
-    """``saol_core.viz.qualitative_grid`` of a trained run folder's first ``n`` test images at the thresholds its
-    localization record chose (``summary.final``: saol_threshold, cam_threshold); None for a run without
-    both (wsol.enabled=false, or a model without a SAOL or a GAP-FC head)."""
+    """Ground-truth and predicted boxes beside SAOL's maps for ``n`` test images of different classes, at the
+    thresholds a trained run folder's localization record chose (``summary.final``: saol_threshold,
+    cam_threshold): drawn from the run's figure record (``maps_boxes.npz``) where it has one, else computed
+    from its checkpoint (``saol_core.viz.qualitative_grid``); None for a run without both thresholds
+    (wsol.enabled=false, or a model without a SAOL or a GAP-FC head)."""
     final = (RunFolder(run_dir).read_summary() or {}).get("final") or {}
     if "saol_threshold" not in final or "cam_threshold" not in final:
         return None
+    if (Path(run_dir) / figrecords.BOXES).exists():
+        return draw_maps(figrecords.load(Path(run_dir) / figrecords.BOXES))
     model, cfg = load_run(run_dir)
     data = build_data(cfg.data, seed=cfg.seed, batch_size=n)
     return qualitative_grid(model, data, {"saol": final["saol_threshold"], "cam": final["cam_threshold"]}, n,

@@ -111,6 +111,10 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     _atomic(Path(path), lambda f: f.write(text), "w")
 
 
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    _atomic(Path(path), lambda f: f.write(data), "wb")
+
+
 def _git_sha() -> str:
     here = Path(__file__).resolve().parent
     try:

@@ -24,6 +24,7 @@ import torch.distributed as dist
 import yaml
 from tqdm.auto import tqdm
 
+from . import figrecords
 from .config import ConfigError, ExperimentConfig, make_config
 from .cutmix import cutmix
 from .data import DatasetError, build_data
@@ -257,6 +258,7 @@ def _loop(cfg: ExperimentConfig, run: RunFolder, data, model: SAOLModel, device:
     if cfg.wsol.enabled and rank == 0:   # scored once, in fp32, on the whole test split
         print(f"[saol] {cfg.name} scoring localization (wsol) on the test split", flush=True)
         final.update(localization_record(model, data, cfg.wsol, cfg.model, device))
+        _save_figure_records(run, model, data, final, cfg)
     summary = {"name": cfg.name, "seed": cfg.seed, "finished": True, "epochs": cfg.train.epochs,
                "final": final, "best": state["best"], "best_epoch": state["best_epoch"],
                "wall_time_s": state["wall_time_s"],
@@ -267,6 +269,18 @@ def _loop(cfg: ExperimentConfig, run: RunFolder, data, model: SAOLModel, device:
     if rank == 0:
         run.write_summary(summary)
     return summary
+
+
+def _save_figure_records(run: RunFolder, model: SAOLModel, data, final: dict, cfg: ExperimentConfig) -> None:
+    """Fig. 5 and the boxes figure's arrays (saol_core.figrecords), so that reports redraw them from the run's
+    committed files; only models with a SAOL head (and, for the boxes, a GAP-FC head for CAM)."""
+    if model.saol is None:
+        return
+    figrecords.save(run.path / figrecords.FIG5, figrecords.fig5_record(model, data))
+    if model.gap is not None and "saol_threshold" in final and "cam_threshold" in final:
+        thresholds = {"saol": final["saol_threshold"], "cam": final["cam_threshold"]}
+        figrecords.save(run.path / figrecords.BOXES,
+                        figrecords.boxes_record(model, data, thresholds, eval_size=cfg.wsol.eval_size))
 
 
 def _best(weights: dict, epoch: int, metrics: dict, num_classes: int, class_names: list[str]) -> dict:

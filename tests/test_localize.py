@@ -10,7 +10,7 @@ import matplotlib.colors as mcolors
 from matplotlib.patches import Rectangle
 
 import saol_core.train as train_mod
-from saol_core import localize, viz, wsol
+from saol_core import figrecords, localize, viz, wsol
 from saol_core.wsol import speed, table as wsol_table
 from saol_core.config import ModelConfig
 from saol_core.model import build_model
@@ -206,14 +206,26 @@ def test_run_summary_carries_the_localization_record(tmp_path):
         assert final[f"{kind}_backward"] == 0.0
     assert final["center_gmacs"] == 0.0 and "center_top1_cls" not in final
     assert final["saol_gmacs"] > final["cam_gmacs"] > 0
-    fig = localize.localization_figure(cfg.run_dir(), n=2)
+    # the figures' arrays are part of the run record: drawn again with no checkpoint left
+    for name in ("checkpoint.pt", "best.pt"):
+        (cfg.run_dir() / name).unlink()
+    record = figrecords.load(cfg.run_dir() / figrecords.BOXES)
+    labels = data.test.labels[torch.from_numpy(record["indices"])].tolist()
+    assert len(record["titles"]) == 4 and len(set(labels)) == 4        # one image per class
+    assert [str(t) for t in record["titles"]] == [f"label {data.class_names[k]}" for k in labels]
+    fig = localize.localization_figure(cfg.run_dir())
     assert f"at {final['saol_threshold']:.2f} (lime)" in fig._suptitle.get_text()
-    grid = np.array(viz.panels(fig)).reshape(2, 6)   # input, A, Y top-1, Y top-2, A⊙Y top-1, A⊙Y top-2
+    grid = np.array(viz.panels(fig)).reshape(4, 6)   # input, A, Y top-1, Y top-2, A⊙Y top-1, A⊙Y top-2
     boxes = data.test_boxes.at(32)
-    for i in range(2):   # each row's boxes on its own input (ground truth, SAOL, CAM) and on its A⊙Y of the top-1 class
+    for i, index in enumerate(record["indices"]):   # each row's boxes on its own input (truth, SAOL, CAM) and A⊙Y top-1
         outlines = [[p for p in ax.patches if isinstance(p, Rectangle)] for ax in grid[i]]
-        assert [len(o) for o in outlines] == [len(boxes[i]) + 2, 0, 0, 0, 1, 0]
+        assert [len(o) for o in outlines] == [len(boxes[index]) + 2, 0, 0, 0, 1, 0]
         assert [o.get_edgecolor() for o in outlines[0][-2:]] == [mcolors.to_rgba("lime"), mcolors.to_rgba("orange")]
+        truth = sorted(tuple(p.get_xy()) for p in outlines[0][:-2])
+        assert truth == sorted((x0 - 0.5, y0 - 0.5) for x0, y0, _, _ in boxes[index])
+    fig5 = viz.fig5(cfg.run_dir())                    # from maps_fig5.npz: 4 pairs of different classes
+    titles = [ax.get_title() for ax in np.array(viz.panels(fig5)).reshape(4, 6)[:, 0]]
+    assert all(t.endswith("(box)") and len(set(t[:-6].split(" + "))) == 2 for t in titles)
     everything = train_mod.make_config(None, TINY + [f"out_dir={tmp_path}", "name=all", "wsol.enabled=true"])
     with pytest.raises(train_mod.ConfigError, match="select_per_class=10 takes every one of the 32 test images"):
         train_mod.train(everything)    # refused before training: 32 test images, <= 10 per class

@@ -286,15 +286,16 @@ def verdict_legend(table) -> str:
 
 
 def maps_run(out: str | Path, results) -> str | None:
-    """The finished run to draw SAOL's maps from: the first with a checkpoint that trains the full method
-    (CutMix + L_SS1 + L_SS2), else the last SAOL run with a checkpoint; None if no checkpoint is left
-    (committed records keep no checkpoints)."""
+    """The finished run to draw SAOL's maps from: the first with a figure record (``saol_core.figrecords``,
+    committed) or a checkpoint that trains the full method (CutMix + L_SS1 + L_SS2), else the last SAOL run
+    with either; None if no run has one (records from before figure records keep no checkpoints)."""
     import yaml
+    from ..figrecords import FIG5
     runs_dir = project_path(out) / "runs"
     candidates = []
     for run in results[results.status == "finished"].run:
         folder = runs_dir / run
-        if not (folder / "checkpoint.pt").exists():
+        if not ((folder / FIG5).exists() or (folder / "checkpoint.pt").exists()):
             continue
         cfg = yaml.safe_load((folder / "config.yaml").read_text())
         loss = cfg["loss"]

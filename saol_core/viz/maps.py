@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from matplotlib.patches import Rectangle
 from torch import Tensor
 
-from ..wsol.maps import localization_maps, predicted_box
+from .. import figrecords
+from ..data import build_data
 
 HEAT = "magma"
 
@@ -91,39 +92,48 @@ def saol_maps(model, images: Tensor) -> Maps:
                 out.attention, None if out.spatial_log_probs is None else out.spatial_log_probs.exp())
 
 
-def _top2(maps: Maps, i: int) -> list[int]:
-    probs = maps.saol_probs if maps.saol_probs is not None else maps.gap_probs
-    return probs[i].topk(2).indices.tolist()
-
-
 def attention_maps(model, images: Tensor, titles: Sequence[str], class_names: Sequence[str], denormalize,
                    boxes: Sequence[tuple[int, int, int, int] | None] | None = None):
-    """Paper Fig. 5, a line per image: input (box drawn if given), A, then Y_k and A (.) Y_k of SAOL's
-    top-2 classes. A is drawn in units of the uniform attention 1/(Ho·Wo) (1 = no preference), from 0 to
-    at least 4 so that a near-uniform map looks flat, with a colorbar; Y on its [0, 1] scale; A (.) Y
-    from 0 to the image's max of A.
+    """Paper Fig. 5 of ``images`` (B,C,H,W) normalized (e.g. CutMix-ed), titles one per image, ``boxes`` a
+    pasted (y0, y1, x0, x1) box per image or None: :func:`draw_maps` of ``figrecords.maps_record``."""
+    pasted = None if boxes is None else [b if b is not None else (0, 0, 0, 0) for b in boxes]
+    return draw_maps(figrecords.maps_record(model, images, titles, class_names, denormalize, pasted))
 
-    images: (B,C,H,W) normalized (e.g. CutMix-ed); titles: one per image (e.g. its true classes).
-    """
-    maps = saol_maps(model, images)
-    if maps.attention is None:
-        raise ValueError("attention_maps needs a model with a SAOL head (model.heads=saol or saol+gap)")
-    shown = denormalize(images)
-    b = images.shape[0]
+
+def draw_maps(record: dict[str, np.ndarray]):
+    """A figure record (``saol_core.figrecords``: from a model or a run folder's .npz), a line per image:
+    input (pasted box in cyan if any), A, then Y_k and A ⊙ Y_k of SAOL's top-2 classes. A is drawn in units
+    of the uniform attention 1/(Ho·Wo) (1 = no preference), from 0 to at least 4 so that a near-uniform map
+    looks flat, with a colorbar; Y on its [0, 1] scale; A ⊙ Y from 0 to the image's max of A. With boxes:
+    ground truth (cyan) on the input, SAOL's predicted box (lime) on the input and on A ⊙ Y of the top-1
+    class, CAM's (orange) on the input."""
+    images = figrecords.load_images(record)
+    b = len(record["titles"])
     fig, axes = plt.subplots(b, 6, figsize=(10.4, 2.0 * b), squeeze=False)
     for i in range(b):
-        k1, k2 = _top2(maps, i)
-        p, a = maps.saol_probs[i], maps.attention[i]
-        _show(axes[i, 0], shown[i], titles[i])
-        _box(axes[i, 0], boxes[i] if boxes else None)
-        rel = a * a.numel()
-        _heat(axes[i, 1], shown[i], rel, f"A × uniform\n(max {rel.max():.1f})", vmax=max(4.0, float(rel.max())),
+        shown = torch.from_numpy(np.ascontiguousarray(images[i])).permute(2, 0, 1).float() / 255
+        rel = torch.from_numpy(record["attention"][i])
+        a = rel / rel.numel()
+        _show(axes[i, 0], shown, str(record["titles"][i]))
+        if "pasted" in record:
+            _box(axes[i, 0], tuple(int(v) for v in record["pasted"][i]))
+        _heat(axes[i, 1], shown, rel, f"A × uniform\n(max {rel.max():.1f})", vmax=max(4.0, float(rel.max())),
               colorbar=True)
-        for col, k in ((2, k1), (3, k2)):
-            _heat(axes[i, col], shown[i], maps.spatial[i, k], f"Y {short_name(class_names[k])}\np={p[k]:.2f}", vmax=1.0)
-        for col, k in ((4, k1), (5, k2)):
-            _heat(axes[i, col], shown[i], a * maps.spatial[i, k], f"A⊙Y {short_name(class_names[k])}",
-                  vmax=float(a.max()))
+        for j in range(2):
+            name, y = short_name(str(record["top2"][i, j])), torch.from_numpy(record["spatial"][i, j])
+            _heat(axes[i, 2 + j], shown, y, f"Y {name}\np={record['probs'][i, j]:.2f}", vmax=1.0)
+            _heat(axes[i, 4 + j], shown, a * y, f"A⊙Y {name}", vmax=float(a.max()))
+        if "gt_boxes" in record:
+            for gt in record["gt_boxes"][i]:
+                if gt[0] >= 0:
+                    _outline(axes[i, 0], gt, "cyan")
+            for ax in (axes[i, 0], axes[i, 4]):
+                _outline(ax, record["saol_boxes"][i], "lime")
+            _outline(axes[i, 0], record["cam_boxes"][i], "orange")
+    if "thresholds" in record:
+        saol, cam = record["thresholds"]
+        fig.suptitle(f"boxes: ground truth (cyan), SAOL A⊙Y_k at {saol:.2f} (lime), CAM at {cam:.2f} (orange)",
+                     fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -144,7 +154,6 @@ def paste(images: Tensor, i: int, j: int, box: tuple[int, int, int, int]) -> Ten
 def examples(cfg, n: int = 8, split: str = "test"):
     """(images (n,C,H,W) normalized, labels (n,), DataBundle): the first ``n`` images of a run's
     ``split`` (train: the first batch of epoch 0, augmented as in training) on the CPU."""
-    from ..data import build_data
     data = build_data(cfg.data, seed=cfg.seed, batch_size=min(n, cfg.train.batch_size), device="cpu",
                       eval_batch_size=n)
     loader = data.train if split == "train" else data.test
@@ -161,17 +170,17 @@ def cutmix_example(cfg, n: int = 8):
 
 
 def fig5(run_dir: str | Path, n: int = 4, which: str = "last"):
-    """Paper Fig. 5 for a trained run: the first ``n`` test images, each CutMix-ed with the next one
-    (a centred box of half the side), through ``attention_maps``."""
+    """Paper Fig. 5 for a trained run: ``n`` test images of different classes, each CutMix-ed with the next one
+    (a centred box of half the side), drawn from the run's record (``maps_fig5.npz``) where it has one, else
+    computed from its checkpoint (``which``)."""
+    record = Path(run_dir) / figrecords.FIG5
+    if record.exists():
+        return draw_maps(figrecords.load(record))
     from ..train import load_run
     model, cfg = load_run(run_dir, which)
-    images, labels, data = examples(cfg, n + 1)
-    s = images.shape[-1]
-    box = (s // 4, s // 4 + s // 2, s // 4, s // 4 + s // 2)
-    mixed = torch.cat([paste(images, i, i + 1, box) for i in range(n)])
-    names = data.class_names
-    titles = [f"{names[int(labels[i])]} + {names[int(labels[i + 1])]} (box)" for i in range(n)]
-    return attention_maps(model, mixed, titles, names, data.denormalize, boxes=[box] * n)
+    data = build_data(cfg.data, seed=cfg.seed, batch_size=min(n + 1, cfg.train.batch_size), device="cpu",
+                      eval_batch_size=n + 1)
+    return draw_maps(figrecords.fig5_record(model, data, n))
 
 
 def explorer(run_dirs: Sequence[str | Path], n_images: int = 64):
@@ -249,26 +258,6 @@ def _outline(ax, box: np.ndarray, color: str) -> None:
 
 
 def qualitative_grid(model, data, thresholds: dict[str, float], n: int = 4, eval_size: int = 224):
-    """:func:`attention_maps` of the first ``n`` test images (input, A, Y and A ⊙ Y of SAOL's top-2 classes)
-    with the ground-truth boxes (cyan) and the predicted boxes for the predicted class: SAOL (lime, on
-    the input and on A ⊙ Y of the top-1 class) and CAM (orange, on the input). ``thresholds``: per map
-    kind ("saol", "cam"), the CAM threshold used for the boxes."""
-    images, labels, indices = next(iter(data.test.epoch(0)))
-    images, labels, indices = images[:n].cpu(), labels[:n], indices[:n].tolist()
-    names = [short_name(name) for name in data.class_names]
-    fig = attention_maps(model, images, [f"label {names[int(k)]}" for k in labels], names, data.denormalize)
-    axes = np.array(panels(fig)).reshape(len(images), -1)
-    size = images.shape[-1]
-    boxes = {kind: predicted_box(localization_maps(model, images, kind)[0], thresholds[kind], size, eval_size)
-             for kind in ("saol", "cam")}
-    ground_truth = data.test_boxes.at(size)
-    for i, index in enumerate(indices):
-        for gt in ground_truth[index]:
-            _outline(axes[i, 0], gt, "cyan")
-        _outline(axes[i, 0], boxes["saol"][i], "lime")
-        _outline(axes[i, 4], boxes["saol"][i], "lime")
-        _outline(axes[i, 0], boxes["cam"][i], "orange")
-    fig.suptitle(f"boxes: ground truth (cyan), SAOL A⊙Y_k at {thresholds['saol']:.2f} (lime), "
-                 f"CAM at {thresholds['cam']:.2f} (orange)", fontsize=9)
-    fig.tight_layout()
-    return fig
+    """:func:`draw_maps` of ``n`` test images of different classes with the ground-truth boxes and the boxes
+    SAOL and CAM predict at ``thresholds`` (per map kind, "saol" and "cam")."""
+    return draw_maps(figrecords.boxes_record(model, data, thresholds, n, eval_size))
