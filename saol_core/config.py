@@ -189,6 +189,10 @@ class TrainConfig:
     """Stop each epoch after this many steps (smoke runs)."""
     eval_batches: Optional[int] = None
     """Evaluate on at most this many test batches (smoke runs)."""
+    freeze_backbone_epochs: int = 0
+    """The first this many epochs train the heads alone on a still backbone: its weights take no gradient (and
+    no update, momentum or weight decay) and its BatchNorm uses its running statistics; then the whole model
+    fine-tunes on the configured schedule. For new heads on a pretrained backbone (docs/method.md §4)."""
     init_from: Optional[str] = None
     """Start from the weights of a trained run (run folder, or a checkpoint.pt / best.pt), e.g. to
     fine-tune with a larger head resolution (model.output_stride) as the paper's WSOL experiment did."""
@@ -259,6 +263,7 @@ class ExperimentConfig:
             (0 <= self.loss.cutmix_prob <= 1, "loss.cutmix_prob must be in [0, 1]"),
             (self.loss.cutmix_beta > 0, "loss.cutmix_beta must be > 0"),
             (self.train.epochs >= 1, "train.epochs must be >= 1"),
+            (self.train.freeze_backbone_epochs >= 0, "train.freeze_backbone_epochs must be >= 0 (0 = off)"),
             (self.train.batch_size >= 1, "train.batch_size must be >= 1"),
             (self.train.eval_every >= 1, "train.eval_every must be >= 1 (the last epoch is always evaluated)"),
             (self.train.checkpoint_every >= 1,

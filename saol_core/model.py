@@ -53,7 +53,8 @@ class SAOLModel(nn.Module):
 
     Attributes: ``backbone``, ``saol`` (SAOLHead | None), ``gap`` (GAPFCHead | None), ``mask``
     (MaskHead | None), ``taps`` (stages feeding SAOL's spatial logits), ``num_classes``,
-    ``backbone_bn`` ("frozen": ``train()`` leaves the backbone's BatchNorm layers in eval mode).
+    ``backbone_bn`` ("frozen": ``train()`` leaves the backbone's BatchNorm layers in eval mode) and
+    ``backbone_still`` (:meth:`hold_backbone`: no gradient for its weights, BatchNorm in eval mode too).
     """
 
     def __init__(self, backbone: nn.Module, num_classes: int, *, heads: str = "saol+gap",
@@ -72,6 +73,7 @@ class SAOLModel(nn.Module):
         channels = list(backbone.stage_channels)
         self.backbone = backbone
         self.backbone_bn = backbone_bn
+        self.backbone_still = False
         self.num_classes = num_classes
         self.taps = _check_taps(taps, len(channels))
         self.saol = (SAOLHead([channels[t] for t in self.taps], num_classes, head_channels,
@@ -80,9 +82,16 @@ class SAOLModel(nn.Module):
         self.mask = (MaskHead(channels[-1], head_channels, output_size, separable)
                      if mask_head else None)
 
+    def hold_backbone(self, still: bool) -> None:
+        """Hold the backbone still (heads-only training: ``train.freeze_backbone_epochs``) or let it train."""
+        self.backbone_still = still
+        for p in self.backbone.parameters():
+            p.requires_grad_(not still)
+        self.train(self.training)
+
     def train(self, mode: bool = True) -> "SAOLModel":
         super().train(mode)
-        if mode and self.backbone_bn == "frozen":
+        if mode and (self.backbone_bn == "frozen" or self.backbone_still):
             for m in self.backbone.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.eval()

@@ -198,6 +198,7 @@ def _loop(cfg: ExperimentConfig, run: RunFolder, data, model: SAOLModel, device:
         torch.manual_seed(_seed(cfg, epoch, rank, 0))         # dropout, ShakeDrop
         mix_gen = torch.Generator().manual_seed(_seed(cfg, epoch, rank, 1))
         meter = LossMeter()
+        model.hold_backbone(epoch < cfg.train.freeze_backbone_epochs)
         model.train()
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", unit="step",
                    disable=not show, leave=False, dynamic_ncols=True)

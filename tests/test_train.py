@@ -180,3 +180,32 @@ def test_head_lr_mult_steps_heads_and_backbone_at_their_own_lr():
         lr = 0.01 if name.startswith("backbone.") else 0.1
         torch.testing.assert_close(p.detach(), w - lr * g, msg=name)
     assert len(make_optimizer(make_config(None, []), model, 10, 100)[0].param_groups) == 1
+
+
+def test_freeze_backbone_epochs_train_the_heads_alone_first(tmp_path, monkeypatch):
+    """train.freeze_backbone_epochs=1 of 2: after epoch 1 the backbone (weights and BN statistics) is as
+    built, the heads have moved; epoch 2 fine-tunes the backbone too."""
+    import saol_core.train as train_mod
+    built, states = {}, []
+    real_build = train_mod.build_model
+
+    def build(*args, **kwargs):
+        built["model"] = real_build(*args, **kwargs)
+        built["start"] = {k: v.clone() for k, v in built["model"].state_dict().items()}
+        return built["model"]
+    monkeypatch.setattr(train_mod, "build_model", build)
+    real_append = runs.RunFolder.append_metrics
+
+    def append(self, row):
+        states.append({k: v.detach().cpu().clone() for k, v in built["model"].state_dict().items()})
+        return real_append(self, row)
+    monkeypatch.setattr(runs.RunFolder, "append_metrics", append)
+    train(_cfg(tmp_path, "frozen", "train.epochs=2", "train.freeze_backbone_epochs=1"))
+    start, (first, second) = built["start"], states
+    backbone = [k for k in start if k.startswith("backbone.") and start[k].is_floating_point()]
+    assert all(torch.equal(first[k], start[k]) for k in backbone)
+    assert any(not torch.equal(first[k], start[k]) for k in start if k.startswith("saol."))
+    assert any(not torch.equal(second[k], first[k]) for k in backbone)
+    assert all(p.requires_grad for p in built["model"].backbone.parameters()) is True
+    with pytest.raises(ValueError, match="freeze_backbone_epochs must be >= 0"):
+        make_config(None, [*TINY, "train.freeze_backbone_epochs=-1"])
