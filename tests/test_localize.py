@@ -169,6 +169,30 @@ def test_center_baseline_finds_the_best_centred_box():
     assert "center_top1_loc" not in wsol.scraps(table) and wsol.scraps(table)["center_gmacs"] == 0.0
 
 
+def test_center_baselines_top1_loc_judges_its_box_with_a_heads_classification():
+    """top1_loc_<head>: the centred box at the chosen threshold AND that head right, counted per image; the
+    same number as the evaluator's own Top-1 Loc when it is given the head's correctness with the Gaussian."""
+    rng = np.random.default_rng(0)
+    n, size, eval_size = 12, 16, 32
+    boxes = [np.array([[4.0, 4.0, 11.0, 11.0]]) if i % 3 else np.array([[0.0, 0.0, 5.0, 5.0]]) for i in range(n)]
+    boxes = wsol.GroundTruthBoxes.square(boxes, size)
+    select = np.arange(n) % 4 == 0
+    correct = {"saol": rng.random(n) < 0.6, "cam": np.ones(n, bool)}
+    r = wsol.center_baseline(Boxes(n, size), boxes, eval_size=eval_size, cam_step=0.05, select=select,
+                             correct=correct)
+    assert r["top1_loc_cam"] == r["gt_known_loc"] and r["top1_loc"] == 0.0   # always right: GT-known Loc
+    gauss = wsol.center_gaussian(eval_size)
+    gt = boxes.at(eval_size)
+    for name, right in correct.items():
+        ev = wsol.SelectedThresholdEvaluator(select, cam_step=0.05)
+        for _, _, idx in Boxes(n, size).epoch(0):
+            idx = idx.numpy()
+            ev.accumulate(np.broadcast_to(gauss, (len(idx), eval_size, eval_size)), [gt[i] for i in idx],
+                          right[idx], idx)
+        assert r[f"top1_loc_{name}"] == ev.compute()["top1_loc"], name
+    assert 0 < r["top1_loc_saol"] < r["gt_known_loc"]
+
+
 def test_selection_mask_takes_the_same_images_per_class_whatever_the_run():
     labels = np.repeat([0, 1, 2], [6, 3, 5])
     mask = wsol.selection_mask(labels, 4, seed=0)
@@ -199,8 +223,13 @@ def test_run_summary_carries_the_localization_record(tmp_path):
     model, _ = train_mod.load_run(cfg.run_dir())
     data = train_mod.build_data(cfg.data, seed=cfg.seed, batch_size=32)
     select = wsol.selection_mask(data.test.labels.numpy(), 1, 0)
+    correct = {}
     again = wsol.evaluate_localization(model, data.test, data.test_boxes, ["saol", "cam", "attention", "spatial"],
-                                       32, 0.05, select=select, progress=False)
+                                       32, 0.05, select=select, progress=False, correct=correct)
+    centre = wsol.center_baseline(data.test, data.test_boxes, 32, 0.05, select=select, correct=correct)
+    assert {k: final[f"center_top1_loc_{k}"] for k in correct} == {k: centre[f"top1_loc_{k}"] for k in correct}
+    for kind, right in correct.items():   # each head's correctness, recorded per image
+        assert 100.0 * right[~select].mean() == pytest.approx(again[kind]["top1_cls"]), kind
     for kind, res in again.items():
         assert {k: final[f"{kind}_{k}"] for k in wsol.RECORD_KEYS} == {k: res[k] for k in wsol.RECORD_KEYS}, kind
         assert final[f"{kind}_backward"] == 0.0

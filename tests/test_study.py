@@ -115,6 +115,9 @@ def test_every_shipped_study_expands_into_valid_configs():
             cfg = make_config(path, run.overrides)
             if "smoke" in path.parts:  # the overlay makes every smoke run tiny and offline
                 assert (cfg.data.dataset, cfg.model.backbone, cfg.train.device) == ("digits", "resnet20", "cpu")
+        if "smoke" in path.parts:   # runs on any machine, even where its full study pins a hardware class
+            assert not study.hardware, path
+    assert st.load_study(ROOT / "params/wsol_cub50.yaml").hardware
 
 
 def test_paper_numbers_match_the_printed_deltas():
@@ -649,14 +652,20 @@ def test_localization_comparisons_say_when_a_side_is_below_the_no_model_baseline
     for seed in range(3):   # SAOL 50-52 under the centre Gaussian's 57.5, CAM 60-62 above it
         fake_run(tmp_path / "out/runs", f"a-saol-s{seed}",
                  {"saol_gt_known_loc": 50.0 + seed, "cam_gt_known_loc": 60.0 + seed * 1.2, "center_gt_known_loc": 57.5,
-                  "saol_top1_loc": 30.0 + seed, "cam_top1_loc": 31.0, "center_top1_loc": 0.0})
+                  "saol_top1_loc": 30.0 + seed, "cam_top1_loc": 31.0, "center_top1_loc": 0.0,
+                  # Top-1 Loc's baseline: the centred box judged with each side's own head
+                  "center_top1_loc_saol": 29.0 + seed, "center_top1_loc_cam": 33.0})
     table = st.comparisons(study, st.collect(study, tmp_path / "out")).set_index("comparison")
     gt = table.loc["GT-known: SAOL − CAM"]
-    assert gt.baseline == 57.5 and bool(gt.a_below_baseline) and not bool(gt.b_below_baseline)
-    assert pd.isna(table.loc["Top-1 Loc: SAOL − CAM", "baseline"])   # needs a classifier: no no-model number
+    assert gt.a_baseline == gt.b_baseline == 57.5 and bool(gt.a_below_baseline) and not bool(gt.b_below_baseline)
+    top1 = table.loc["Top-1 Loc: SAOL − CAM"]
+    assert (top1.a_baseline, top1.b_baseline) == (30.0, 33.0)
+    assert not bool(top1.a_below_baseline) and bool(top1.b_below_baseline)
     md = st.comparisons_markdown(study, table.reset_index())
-    assert "| same direction, larger; a below the no-model baseline (57.50) |" in md
-    assert "Top-1 Loc: SAOL − CAM | +0.00 [-2.48, +2.48] (n=3) | 2.48 | no difference seen |" in md
-    assert "*below the no-model baseline*" in st.verdict_legend(table)
+    assert "| same direction, larger; a below its no-model baseline (57.50) |" in md
+    assert ("Top-1 Loc: SAOL − CAM | +0.00 [-2.48, +2.48] (n=3) | 2.48 | no difference seen; "
+            "b below its no-model baseline (33.00) |") in md
+    assert "*below its no-model baseline*" in st.verdict_legend(table)
     assert st.no_model_baseline("attention_max_box_acc_v2") == "center_max_box_acc_v2"
+    assert st.no_model_baseline("cam_top1_loc") == "center_top1_loc_cam"
     assert st.no_model_baseline("saol_top1") is None and st.no_model_baseline("center_gt_known_loc") is None

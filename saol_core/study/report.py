@@ -195,17 +195,20 @@ BASELINED = ("gt_known_loc", "max_box_acc", "max_box_acc_v2")
 
 
 def no_model_baseline(metric: str) -> str | None:
-    """``<kind>_<metric>`` of a map kind -> ``center_<metric>``, the no-model baseline it is judged against;
-    None where there is none (Top-1 Loc also needs a classifier; accuracies are not localization)."""
+    """``<kind>_<metric>`` of a map kind -> the no-model baseline it is judged against: ``center_<metric>``,
+    or for Top-1 Loc ``center_top1_loc_<kind>`` (the centred box, classified by the same head); None for
+    accuracies, which are not localization."""
     kind, _, rest = metric.partition("_")
-    return f"center_{rest}" if kind in KINDS and rest in BASELINED else None
+    if kind not in KINDS:
+        return None
+    return f"center_top1_loc_{kind}" if rest == "top1_loc" else f"center_{rest}" if rest in BASELINED else None
 
 
 def _baseline_note(c: dict) -> str:
-    """"; a below the no-model baseline (57.51)" for the sides whose mean localizes worse than it."""
-    below = [side for side in ("a", "b") if not _missing(c.get(f"{side}_below_baseline"))
-             and bool(c[f"{side}_below_baseline"])]
-    return f"; {' and '.join(below)} below the no-model baseline ({_num(c['baseline'])})" if below else ""
+    """"; a below its no-model baseline (57.51)" for each side whose mean localizes worse than its own."""
+    below = [f"{side} below its no-model baseline ({_num(c[f'{side}_baseline'])})" for side in ("a", "b")
+             if not _missing(c.get(f"{side}_below_baseline")) and bool(c[f"{side}_below_baseline"])]
+    return "".join(f"; {b}" for b in below)
 
 
 def comparisons(study: Study, results):
@@ -214,8 +217,9 @@ def comparisons(study: Study, results):
     interval and half-width, the paper's a - b per reference and the verdict on sign and size against the
     first reference that has a number. Seeds both cells ran on different classes are counted in
     ``cross_class``; ``vendors`` names the CPU makers of the paired runs where they differ. A localization
-    metric (``no_model_baseline``) also gets ``baseline``, the centre Gaussian's mean over the paired runs of
-    both cells, and ``a_below_baseline`` / ``b_below_baseline``: that side's mean localizes worse than no model."""
+    metric (``no_model_baseline``) also gets, per side, ``a_baseline`` / ``b_baseline``: its no-model
+    baseline's mean over the paired runs, and ``a_below_baseline`` / ``b_below_baseline``: that side's mean
+    localizes worse than it."""
     import pandas as pd
     done = results[results.status == "finished"]
 
@@ -242,12 +246,13 @@ def comparisons(study: Study, results):
             p = paired({s: a[s][0] for s in seeds}, {s: b[s][0] for s in seeds})
             vendors = sorted({x[s][2] for x in (a, b) for s in seeds if x[s][2]})
             base = {}
-            if (name := no_model_baseline(c.a[1])) and name == no_model_baseline(c.b[1]) and name in done:
-                centre = [v for side in (c.a, c.b) for s, v in cell(side[0], name, c.variant).items() if s in seeds]
+            for side, (row, metric), x in (("a", c.a, a), ("b", c.b, b)):
+                name = no_model_baseline(metric)
+                centre = [v[0] for s, v in cell(row, name, c.variant).items() if s in seeds] if name in done else []
                 if centre:
-                    level = sum(v[0] for v in centre) / len(centre)
-                    base = {"baseline": level, **{f"{k}_below_baseline": sum(x[s][0] for s in seeds) / len(seeds) < level
-                                                  for k, x in (("a", a), ("b", b))}}
+                    level = sum(centre) / len(centre)
+                    base.update({f"{side}_baseline": level,
+                                 f"{side}_below_baseline": sum(x[s][0] for s in seeds) / len(seeds) < level})
             lines.append({"comparison": c.label, "a": ".".join(c.a), "b": ".".join(c.b), "hw_class": key,
                           "n": p.n, "mean": p.mean, "sd": p.sd, "lo": p.lo, "hi": p.hi, "half_width": half_width(p),
                           "verdict": verdict(p, reference) if seeds or not cross else "no same-class pair",
@@ -279,9 +284,10 @@ def verdict_legend(table) -> str:
     used = [v for v in VERDICTS if v in set(table.verdict)] if len(table) else []
     legend = "Verdicts (the paper's Δ: the first reference with a number): " + "; ".join(
         f"*{v}* = {VERDICTS[v]}" for v in used) + "."
-    if "baseline" in table:
-        legend += (" *below the no-model baseline*: that side's mean localizes worse than the centre Gaussian "
-                   "(a map that ignores the image; its mean over the same runs in brackets), whatever the Δ.")
+    if {"a_baseline", "b_baseline"} & set(table):
+        legend += (" *below its no-model baseline*: that side's mean localizes worse than the centre Gaussian "
+                   "(a map that ignores the image; for Top-1 Loc its box judged with the same head's "
+                   "classification; its mean over the same runs in brackets), whatever the Δ.")
     return legend
 
 

@@ -187,7 +187,8 @@ def load_study(path: str | Path) -> Study:
                  table_notebook=spec.get("table_notebook", "notebooks/02_table.ipynb"),
                  seeds=seeds, rows=rows, variants=variants, columns=columns, papers=papers,
                  comparisons=comparisons, setting=str(spec.get("setting", "")), delta_row=delta_row, set=flatten(spec.get("set") or {}), overlay=spec.get("overlay"),
-                 hardware=_patterns(spec.get("hardware"), path), budgets=_budgets(spec.get("budgets"), path))
+                 # a smoke study (an overlay) checks the machinery on any machine: no class to keep
+                 hardware=[] if spec.get("overlay") else _patterns(spec.get("hardware"), path), budgets=_budgets(spec.get("budgets"), path))
 
 
 def _budgets(value: Any, path: str) -> dict[str, tuple[str, str]]:

@@ -15,7 +15,7 @@ normalized per map, boxes from ``metrics.BoxEvaluator``.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..data.boxes import GroundTruthBoxes
-from .metrics import SelectedThresholdEvaluator, region_boxes
+from .metrics import SelectedThresholdEvaluator, region_boxes, scoremap_ious
 
 KINDS = ("saol", "attention", "spatial", "cam", "gradcam")
 TARGETS = ("label", "pred")
@@ -143,7 +143,8 @@ def evaluate_localization(model: nn.Module, loader, boxes: GroundTruthBoxes,
                           cam_step: float = 0.01, threshold: float | None = None,
                           device: torch.device | str = "cpu", max_batches: int | None = None,
                           target: str = "label", multi_contour: bool = False, progress: bool = True,
-                          select: np.ndarray | None = None) -> dict[str, dict[str, float]]:
+                          select: np.ndarray | None = None,
+                          correct: dict[str, np.ndarray] | None = None) -> dict[str, dict[str, float]]:
     """Box localization metrics per map kind (see BoxEvaluator.compute for the keys, in percent).
 
     loader: a saol_core.data Loader (its epoch(0) is used) or any iterable of (images (B,C,H,W)
@@ -154,7 +155,9 @@ def evaluate_localization(model: nn.Module, loader, boxes: GroundTruthBoxes,
     top1_cls is the accuracy of the head behind each kind. select: (N,) bool by dataset index, the
     images that choose each kind's threshold and are left out of its scores
     (SelectedThresholdEvaluator; ``threshold``, if given, overrides the choice). The model is moved
-    to `device` and run in eval mode (its train/eval mode is restored afterwards).
+    to `device` and run in eval mode (its train/eval mode is restored afterwards). ``correct``, if given, is
+    filled with each kind's (N,) bool "the head behind it classified the image right", by dataset index
+    (N = len(boxes); False where not walked), for center_baseline's Top-1 Loc.
     """
     for kind in kinds:
         _check("map kind", kind, KINDS)
@@ -185,7 +188,10 @@ def evaluate_localization(model: nn.Module, loader, boxes: GroundTruthBoxes,
                 else:
                     maps, pred = maps_from_output(model, out, kind, tgt)
                 scores = normalize_maps(maps, (eval_size, eval_size)).cpu().numpy()
-                evaluators[kind].accumulate(scores, gt, (pred == labels).cpu().numpy(), indices)
+                right = (pred == labels).cpu().numpy()
+                evaluators[kind].accumulate(scores, gt, right, indices)
+                if correct is not None:
+                    correct.setdefault(kind, np.zeros(len(gt_all), bool))[indices] = right
     finally:
         model.train(was_training)
     return {kind: ev.compute(threshold) for kind, ev in evaluators.items()}
@@ -216,14 +222,19 @@ def factor_results(model: nn.Module, loader, boxes: GroundTruthBoxes, eval_size:
 
 def center_baseline(loader, boxes: GroundTruthBoxes, eval_size: int = 224, cam_step: float = 0.01,
                     threshold: float | None = None, max_batches: int | None = None,
-                    select: np.ndarray | None = None) -> dict[str, float]:
+                    select: np.ndarray | None = None,
+                    correct: Mapping[str, np.ndarray] | None = None) -> dict[str, float]:
     """The no-model baseline of wsolevaluation (Choe et al. 2020): the same centred Gaussian score map
     (maps.center_gaussian) for every image of ``loader`` (as evaluate_localization walks it, ``select``
     included), so the threshold sweep picks the best centred box size. Large objects (CUB birds) make it
-    strong. Keys as BoxEvaluator.compute; Top-1 Loc is meaningless here (no classifier: counted as wrong)."""
+    strong. Keys as BoxEvaluator.compute; its own top1_loc counts every image as misclassified (no
+    classifier). ``correct`` {name: (N,) bool by dataset index}, e.g. evaluate_localization's, adds
+    ``top1_loc_<name>``: the scored images that head classified right AND whose centred box (at the chosen
+    threshold) reaches IoU 0.5 - the Top-1 Loc of a head that ignores the image when it draws its box."""
     gauss = center_gaussian(eval_size)
     evaluator = SelectedThresholdEvaluator(select, cam_step=cam_step)
     gt_all = boxes.at(eval_size)
+    walked = []
     for step, (_, _, indices) in enumerate(loader.epoch(0)):
         if max_batches is not None and step >= max_batches:
             break
@@ -231,7 +242,15 @@ def center_baseline(loader, boxes: GroundTruthBoxes, eval_size: int = 224, cam_s
         gt = [gt_all[i] for i in indices.tolist()]
         evaluator.accumulate(np.broadcast_to(gauss, (len(gt), eval_size, eval_size)), gt, np.zeros(len(gt), bool),
                              indices)
-    return evaluator.compute(threshold)
+        walked.extend(indices.tolist())
+    res = evaluator.compute(threshold)
+    if correct:
+        scored = np.array([i for i in walked if select is None or not select[i]], np.int64)
+        at = np.array([res["threshold"]])
+        hit = np.array([scoremap_ious(gauss, gt_all[i], at)[0][0] >= 0.5 for i in scored.tolist()], bool)
+        for name, right in correct.items():
+            res[f"top1_loc_{name}"] = float((hit & np.asarray(right, bool)[scored]).sum() * 100.0 / len(scored))
+    return res
 
 
 def predicted_box(maps: torch.Tensor, threshold: float, image_size: int, eval_size: int) -> np.ndarray:

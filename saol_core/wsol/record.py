@@ -53,7 +53,8 @@ def scoring_split(data, cfg: WsolConfig) -> np.ndarray | None:
 def localization_record(model: nn.Module, data, cfg: WsolConfig, model_cfg: ModelConfig,
                         device: torch.device | str = "cpu") -> dict[str, float]:
     """``cfg.kinds`` (those ``model`` can give; with ``cfg.factors`` also A and Y_k) and, with ``cfg.center``,
-    the centre-Gaussian baseline, scored on ``data.test`` (a DataBundle with test boxes):
+    the centre-Gaussian baseline (``center_<RECORD_KEYS>``, and ``center_top1_loc_<kind>``: its box judged
+    with the classification of the head behind each kind), scored on ``data.test`` (a DataBundle with test boxes):
     ``<kind>_<RECORD_KEYS>`` plus ``<kind>_gmacs`` and ``<kind>_backward`` (0/1), ``wsol_selection_images``,
     ``wsol_scored_images`` and ``wsol_time_s``."""
 
@@ -61,8 +62,9 @@ def localization_record(model: nn.Module, data, cfg: WsolConfig, model_cfg: Mode
     select = scoring_split(data, cfg)
     kinds = list(dict.fromkeys(cfg.kinds + (["attention", "spatial"] if cfg.factors else [])))
     kinds = available_kinds(model, kinds)
+    correct: dict[str, np.ndarray] = {}
     results = evaluate_localization(model, data.test, data.test_boxes, kinds, cfg.eval_size, cfg.cam_step,
-                                    device=device, progress=False, select=select) if kinds else {}
+                                    device=device, progress=False, select=select, correct=correct) if kinds else {}
     gmacs = method_gmacs(model_cfg, data.num_classes, data.image_size)
     record = {}
     for kind, res in results.items():
@@ -70,8 +72,10 @@ def localization_record(model: nn.Module, data, cfg: WsolConfig, model_cfg: Mode
         record[f"{kind}_gmacs"] = gmacs[kind]
         record[f"{kind}_backward"] = float(BACKWARD.get(kind, False))
     if cfg.center:
-        res = center_baseline(data.test, data.test_boxes, cfg.eval_size, cfg.cam_step, select=select)
+        res = center_baseline(data.test, data.test_boxes, cfg.eval_size, cfg.cam_step, select=select,
+                              correct=correct)
         record.update({f"center_{key}": res[key] for key in RECORD_KEYS if key != "top1_cls"})
+        record.update({f"center_top1_loc_{kind}": res[f"top1_loc_{kind}"] for kind in correct})
         record.update(center_gmacs=0.0, center_backward=0.0)
         results["center"] = res
     first = next(iter(results.values()), None)
