@@ -85,6 +85,15 @@ def cutmix(images: Tensor, p: float, beta: float, generator: torch.Generator) ->
     return CutMixBatch(images=mixed, perm=perm, box=(y0, y1, x0, x1), lam=lam, applied=True)
 
 
+def paste(target: Tensor, source: Tensor, box: tuple[int, int, int, int]) -> Tensor:
+    """(B,C,H,W) copy of ``target`` with the (y0, y1, x0, x1) half-open box region of ``source`` (same shape)
+    pasted in: CutMix's pixel step for a chosen box and pairing (figures, the explorer)."""
+    y0, y1, x0, x1 = box
+    mixed = target.clone()
+    mixed[:, :, y0:y1, x0:x1] = source[:, :, y0:y1, x0:x1]
+    return mixed
+
+
 def _cover(lo: int | Tensor, hi: int | Tensor, size: int, n: int, device) -> Tensor:
     """(n,) fraction of each of ``n`` equal cells of [0, size) that lies inside [lo, hi).
 

@@ -17,6 +17,7 @@ different classes. About 20 KB per 224-px image.
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -25,6 +26,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from .cutmix import paste
 from .runs import atomic_write_bytes
 from .wsol.maps import localization_maps, predicted_box
 
@@ -49,15 +51,34 @@ def one_per_class(loader, n: int) -> tuple[Tensor, Tensor, list[int]]:
     return torch.stack(images[:n]), torch.tensor(labels[:n]), indices[:n]
 
 
+@dataclass
+class Maps:
+    """SAOL's outputs for a batch as probabilities: the pieces of Fig. 5 and the explorer."""
+    saol_probs: Tensor | None   # (B,K)
+    gap_probs: Tensor | None    # (B,K)
+    attention: Tensor | None    # (B,Ho,Wo) A, sums to 1
+    spatial: Tensor | None      # (B,K,Ho,Wo) Y, sums to 1 over K
+
+
+@torch.no_grad()
+def saol_maps(model, images: Tensor) -> Maps:
+    """One eval-mode forward of ``images`` (B,C,H,W), moved to the model's device -> :class:`Maps` there
+    (None for the parts of a head the model lacks)."""
+    out = model.eval()(images.to(next(model.parameters()).device))
+    return Maps(None if out.saol_log_probs is None else out.saol_log_probs.exp(),
+                None if out.gap_logits is None else out.gap_logits.softmax(1),
+                out.attention, None if out.spatial_log_probs is None else out.spatial_log_probs.exp())
+
+
 @torch.no_grad()
 def maps_record(model, images: Tensor, titles: Sequence[str], class_names: Sequence[str], denormalize,
                 pasted: Sequence[tuple[int, int, int, int]] | None = None) -> dict[str, np.ndarray]:
     """The record of paper Fig. 5's panels for normalized ``images`` (B,C,H,W): input, A, and Y / A ⊙ Y of
     SAOL's top-2 classes (``pasted``: a CutMix box per image, drawn on the input)."""
-    out = model.eval()(images.to(next(model.parameters()).device))
-    if out.attention is None:
+    maps = saol_maps(model, images)
+    if maps.attention is None:
         raise ValueError("a maps record needs a model with a SAOL head (model.heads=saol or saol+gap)")
-    probs, attention, spatial = out.saol_log_probs.exp(), out.attention, out.spatial_log_probs.exp()
+    probs, attention, spatial = maps.saol_probs, maps.attention, maps.spatial
     top = probs.topk(2, dim=1).indices                                              # (B,2)
     shown = (denormalize(images).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
     record = {"titles": np.array(list(titles)),
@@ -80,9 +101,7 @@ def fig5_record(model, data, n: int = 4) -> dict[str, np.ndarray]:
     n = len(images) - 1
     s = images.shape[-1]
     box = (s // 4, s // 4 + s // 2, s // 4, s // 4 + s // 2)
-    y0, y1, x0, x1 = box
-    mixed = images[:n].clone()
-    mixed[:, :, y0:y1, x0:x1] = images[1:n + 1, :, y0:y1, x0:x1]
+    mixed = paste(images[:n], images[1:n + 1], box)
     names = data.class_names
     titles = [f"{names[int(labels[i])]} + {names[int(labels[i + 1])]} (box)" for i in range(n)]
     return maps_record(model, mixed, titles, names, data.denormalize, pasted=[box] * n)
@@ -92,11 +111,12 @@ def boxes_record(model, data, thresholds: dict[str, float], n: int = 4, eval_siz
     """Fig. 5's panels of ``n`` test images of different classes with their ground-truth boxes and the boxes
     SAOL (A ⊙ Y_k) and CAM predict for the predicted class at ``thresholds`` ("saol", "cam")."""
     images, labels, indices = one_per_class(data.test, n)
+    images = images.to(next(model.parameters()).device)
     record = maps_record(model, images, [f"label {data.class_names[int(k)]}" for k in labels], data.class_names,
                          data.denormalize)
     size = images.shape[-1]
     for kind in ("saol", "cam"):
-        maps = localization_maps(model, images.to(next(model.parameters()).device), kind)[0]
+        maps = localization_maps(model, images, kind)[0]
         record[f"{kind}_boxes"] = predicted_box(maps.cpu(), thresholds[kind], size, eval_size)
     truth = [np.asarray(b, np.float64).reshape(-1, 4) for b in (data.test_boxes.at(size)[i] for i in indices)]
     padded = np.full((len(truth), max(len(t) for t in truth), 4), -1.0)

@@ -267,3 +267,21 @@ def test_concurrent_layouts_sum_the_runs(monkeypatch):
     assert one["aggregate"].median == one["per_run"].median > 0
     table = parallel.layouts_table("resnet20", "gap", found)
     assert table.splitlines()[2].startswith("| resnet20 | gap | 2 x 1 |") and table.splitlines()[2].endswith("| 1.00 |")
+
+
+def test_bench_with_a_params_file_takes_its_backbone(monkeypatch, capsys):
+    """``--params`` without ``--backbones`` benches the file's own net (its output_stride may fit no other)."""
+    import saol_core.bench.__main__ as cli
+    benched = []
+
+    def fake_backbone(backbone, recipes, settings, device, profiles):
+        benched.append((backbone, settings.params))
+        return []
+    monkeypatch.setattr(cli, "bench_backbone", fake_backbone)
+    monkeypatch.setattr(cli, "measure_peak", lambda device, dtype: {"peak": 1.0e12, "matmul_s": 1.0})
+    from saol_core.study import ROOT
+    path = str(ROOT / "params/wsol_cub50.yaml")
+    cli.main(["--params", path, "--recipes", "gap", "--out", ""])
+    assert benched == [("efficientnet_lite0", path)]
+    cli.main(["--recipes", "gap", "--out", ""])
+    assert [b for b, _ in benched[1:]] == ["wrn40_2", "resnet110"]

@@ -6,7 +6,7 @@ import pytest
 import scipy.stats
 import torch
 
-from saol_core.cutmix import box_cells, box_mask, cutmix, sample_beta
+from saol_core.cutmix import box_cells, box_mask, cutmix, paste, sample_beta
 
 
 def distinct_images(B=6, C=2, H=12, W=20):
@@ -33,6 +33,16 @@ def test_box_holds_pasted_pixels_and_outside_is_original():
             for x in range(images.shape[3]):
                 want = src[b, :, y, x] if inside[y, x] else images[b, :, y, x]
                 assert torch.equal(mix.images[b, :, y, x], want)
+
+
+def test_paste_with_cutmixs_box_and_pairing_gives_cutmixs_batch():
+    images = torch.randn(5, 3, 12, 10)
+    before = images.clone()
+    mix = cutmix(images, 1.0, 1.0, torch.Generator().manual_seed(3))
+    assert mix.applied and mix.box[1] > mix.box[0] and mix.box[3] > mix.box[2]
+    mixed = paste(images, images[mix.perm], mix.box)
+    assert torch.equal(mixed, mix.images)
+    assert not torch.equal(mixed, images) and torch.equal(images, before)   # the input is left as it was
 
 
 def test_lam_is_one_minus_changed_pixel_fraction():

@@ -624,6 +624,13 @@ def test_figures_name_metrics_and_rows_as_a_reader_does():
     titles = [ax.get_title() for ax in losses]
     assert titles[0].startswith("GAP-FC\n") and titles[1].startswith("SAOL + CutMix + L_SS1\n")
     assert titles[2].startswith("saol\n")   # no label given: the key itself
+    assert accs[0].get_title() == "GAP-FC\ntest top-1 of each head"
+    # a recipe study evaluates held-out training images, and its curves say so
+    recipe = st.load_study(ROOT / "params/wsol_cub50_recipe.yaml")
+    assert st.evaluated_split(recipe) == "held-out train"
+    assert st.evaluated_split(st.load_study(ROOT / "params/wsol_cub50.yaml")) == "test"
+    fig = viz.training_curves(history, facet="row", split=st.evaluated_split(recipe))
+    assert fig.axes[1].get_title() == "gap\nheld-out train top-1 of each head"
 
 
 def test_wide_tables_are_split_and_columns_without_a_paper_number_left_out(tmp_path):

@@ -10,6 +10,7 @@ from typing import Sequence
 
 import torch
 
+from ..config import make_config
 from ..runs import hardware_record
 from ..train import resolve_device
 from . import __doc__ as DOC
@@ -23,7 +24,7 @@ from .report import render_section, rows_table, update_report
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m saol_core.bench", description=DOC.split("\n\n")[0])
     d = BenchSettings()
-    ap.add_argument("--backbones", nargs="+", default=["wrn40_2", "resnet110"])
+    ap.add_argument("--backbones", nargs="+", help="default: the --params file's backbone, else wrn40_2 resnet110")
     ap.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=list(RECIPES))
     ap.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
     ap.add_argument("--batch-size", type=int, default=d.batch_size)
@@ -57,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                          "aggregate img/s of the first recipe")
     ap.add_argument("--out", default="reports/BENCHMARKS.md", help="report to update ('' = print only)")
     args = ap.parse_args(argv)
+    if args.backbones is None:
+        args.backbones = [make_config(args.params).model.backbone] if args.params else ["wrn40_2", "resnet110"]
     args.conventional |= args.official_loop
     command = "python -m saol_core.bench " + " ".join(sys.argv[1:] if argv is None else argv)
     if os.environ.get("SAOL_DATA"):  # the report names the data as users set it, not this machine's path

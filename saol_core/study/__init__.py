@@ -43,7 +43,7 @@ present, else GAP-FC); other metric names are looked up in the run summary's ``f
 its top level. Cells report the final epoch's accuracy (not the best epoch's: that would select on the
 test set), mean +- sample std over the finished seeds.
 """
-from .report import (budget_comparisons, collect, comparisons, comparisons_markdown, histories, maps_run, metric_value,
+from .report import (budget_comparisons, collect, comparisons, comparisons_markdown, evaluated_split, histories, maps_run, metric_value,
                      no_model_baseline, summarize, table_markdown, verdict_legend, write_report)
 from .runner import clean_notebook, execute, main, refresh_notebooks, run_study
 from .spec import (ROOT, Column, Row, Run, Study, Variant, changed_keys, expand, flatten, load_study, project_path,
@@ -51,5 +51,5 @@ from .spec import (ROOT, Column, Row, Run, Study, Variant, changed_keys, expand,
 
 __all__ = ["ROOT", "Column", "Row", "Run", "Study", "Variant", "budget_comparisons", "changed_keys", "clean_notebook", "collect", "no_model_baseline", "verdict_legend",
            "comparisons", "comparisons_markdown", "execute", "maps_run", "expand",
-           "flatten", "histories", "load_study", "main", "metric_value", "project_path", "refresh_notebooks",
+           "evaluated_split", "flatten", "histories", "load_study", "main", "metric_value", "project_path", "refresh_notebooks",
            "run_status", "run_study", "summarize", "table_markdown", "write_report"]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import markdown
+from ..config import make_config
 from ..runs import cpu_vendor, hardware_class, read_json
 from ..wsol.maps import KINDS
 from .spec import ACROSS, ROOT, Study, expand, project_path, run_status
@@ -309,6 +310,12 @@ def maps_run(out: str | Path, results) -> str | None:
             candidates.append((loss["cutmix_prob"] > 0 and loss["w_ss1"] > 0 and loss["w_ss2"] > 0, run))
     full = [run for is_full, run in candidates if is_full]
     return full[0] if full else candidates[-1][1] if candidates else None
+
+
+def evaluated_split(study: Study) -> str:
+    """What the study's runs measure top-1 on each epoch: "held-out train" where they hold training images out
+    (data.holdout_per_class, a recipe study), else "test"."""
+    return "held-out train" if make_config(project_path(study.path)).data.holdout_per_class else "test"
 
 
 def histories(out: str | Path, results):

@@ -10,13 +10,14 @@
   its 95 % interval, beside the paper's), :func:`comparisons_plot`, :func:`budget_plot`, :func:`costs_plot`.
 - ``files``: :func:`save` and :func:`figure_source` (a PNG that names the run it was drawn from).
 """
-from .maps import (HEAT, Maps, attention_maps, cutmix_example, cutmix_grid, draw_maps, examples, explorer, fig5, panels,
-                   paste, qualitative_grid, saol_maps, saol_runs, short_name)
+from ..figrecords import Maps, saol_maps
+from .maps import (HEAT, attention_maps, cutmix_example, cutmix_grid, draw_maps, examples, explorer, fig5, panels,
+                   qualitative_grid, saol_runs, short_name)
 from .study import (VERDICT_COLORS, budget_plot, comparisons_plot, costs_plot, metric_label, results_plot,
                     training_curves)
 from .files import figure_source, save
 
 __all__ = ["HEAT", "Maps", "VERDICT_COLORS", "attention_maps", "budget_plot", "comparisons_plot", "costs_plot",
            "cutmix_example", "cutmix_grid", "draw_maps", "examples", "explorer", "fig5", "figure_source", "metric_label", "panels",
-           "paste", "qualitative_grid", "results_plot", "saol_maps", "saol_runs", "save", "short_name",
+           "qualitative_grid", "results_plot", "saol_maps", "saol_runs", "save", "short_name",
            "training_curves"]

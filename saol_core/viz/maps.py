@@ -2,7 +2,6 @@
 classes) and the ipywidgets explorer of a trained run."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -14,6 +13,8 @@ from matplotlib.patches import Rectangle
 from torch import Tensor
 
 from .. import figrecords
+from ..cutmix import cutmix, paste
+from ..figrecords import saol_maps
 from ..data import build_data
 
 HEAT = "magma"
@@ -75,23 +76,6 @@ def cutmix_grid(images: Tensor, labels: Tensor, mix, class_names: Sequence[str],
     return fig
 
 
-@dataclass
-class Maps:
-    """SAOL's outputs for a batch (CPU): the pieces of Fig. 5 and the explorer."""
-    saol_probs: Tensor | None   # (B,K)
-    gap_probs: Tensor | None    # (B,K)
-    attention: Tensor | None    # (B,Ho,Wo) A, sums to 1
-    spatial: Tensor | None      # (B,K,Ho,Wo) Y, sums to 1 over K
-
-
-@torch.no_grad()
-def saol_maps(model, images: Tensor) -> Maps:
-    out = model.eval()(images)
-    return Maps(None if out.saol_log_probs is None else out.saol_log_probs.exp(),
-                None if out.gap_logits is None else out.gap_logits.softmax(1),
-                out.attention, None if out.spatial_log_probs is None else out.spatial_log_probs.exp())
-
-
 def attention_maps(model, images: Tensor, titles: Sequence[str], class_names: Sequence[str], denormalize,
                    boxes: Sequence[tuple[int, int, int, int] | None] | None = None):
     """Paper Fig. 5 of ``images`` (B,C,H,W) normalized (e.g. CutMix-ed), titles one per image, ``boxes`` a
@@ -143,14 +127,6 @@ def panels(fig) -> list:
     return [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
 
 
-def paste(images: Tensor, i: int, j: int, box: tuple[int, int, int, int]) -> Tensor:
-    """(1,C,H,W): image ``i`` with the (y0, y1, x0, x1) box region of image ``j`` pasted in (CutMix)."""
-    y0, y1, x0, x1 = box
-    mixed = images[i:i + 1].clone()
-    mixed[:, :, y0:y1, x0:x1] = images[j:j + 1, :, y0:y1, x0:x1]
-    return mixed
-
-
 def examples(cfg, n: int = 8, split: str = "test"):
     """(images (n,C,H,W) normalized, labels (n,), DataBundle): the first ``n`` images of a run's
     ``split`` (train: the first batch of epoch 0, augmented as in training) on the CPU."""
@@ -163,7 +139,6 @@ def examples(cfg, n: int = 8, split: str = "test"):
 
 def cutmix_example(cfg, n: int = 8):
     """``cutmix_grid`` of a training batch of ``cfg``'s data, mixed with CutMix (p = 1, the run's beta)."""
-    from ..cutmix import cutmix
     images, labels, data = examples(cfg, n, "train")
     mix = cutmix(images, 1.0, cfg.loss.cutmix_beta, torch.Generator().manual_seed(cfg.seed))
     return cutmix_grid(images, labels, mix, data.class_names, data.denormalize, n)
@@ -214,7 +189,7 @@ def explorer(run_dirs: Sequence[str | Path], n_images: int = 64):
         model, images, labels, data = load(run_dir)
         a, b = min(a, len(images) - 1), min(b, len(images) - 1)
         box = (ys[0], ys[1], xs[0], xs[1])
-        mixed = paste(images, a, b, box)
+        mixed = paste(images[a:a + 1], images[b:b + 1], box)
         maps = saol_maps(model, mixed)
         names = data.class_names
         area = (ys[1] - ys[0]) * (xs[1] - xs[0]) / size ** 2

@@ -10,8 +10,9 @@ import pandas as pd
 import seaborn as sns
 
 def training_curves(history: pd.DataFrame | list[dict], facet: str | None = None,
-                    labels: dict[str, str] | None = None, per_line: int = 2):
-    """Training loss and test top-1 of each head per epoch: a pair of panels (loss, top-1) per ``facet``
+                    labels: dict[str, str] | None = None, per_line: int = 2, split: str = "test"):
+    """Training loss and top-1 of each head on ``split`` (what the runs evaluate: ``saol_core.study.
+    evaluated_split``) per epoch: a pair of panels (loss, top-1) per ``facet``
     value, ``per_line`` pairs side by side, each metric on one y-range across all panels so that rows
     compare at a glance.
 
@@ -48,7 +49,7 @@ def training_curves(history: pd.DataFrame | list[dict], facet: str | None = None
                          marker=marker, ax=ax_acc)
             name = "" if value is None else textwrap.fill((labels or {}).get(value, str(value)), 40)
             ax_loss.set(title=f"{name}\ntraining loss (Eq. 7 total)".strip(), ylabel="loss")
-            ax_acc.set(title=f"{name}\ntest top-1 of each head".strip(), ylabel="top-1 (%)")
+            ax_acc.set(title=f"{name}\n{split} top-1 of each head".strip(), ylabel="top-1 (%)")
             for ax in (ax_loss, ax_acc):
                 ax.title.set_fontsize(8)
                 ax.xaxis.get_major_locator().set_params(integer=True)
