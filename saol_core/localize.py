@@ -1,6 +1,7 @@
 """Localization on trained runs: the run behind the maps (trained, or loaded, optionally fine-tuned with a
-larger head resolution as the paper enlarged 7x7 to 14x14) and the boxes figure of a run folder. The
-metrics themselves (saol_core.wsol) know nothing of training; this module joins the two.
+larger head resolution as the paper enlarged 7x7 to 14x14), the boxes figure of a run folder and a study
+report's map figures. The metrics themselves (saol_core.wsol) know nothing of training; this module joins
+the two.
 """
 from __future__ import annotations
 
@@ -12,8 +13,12 @@ from .config import ExperimentConfig, make_config
 from .data import build_data
 from .model import SAOLModel
 from .runs import RunFolder
+from .study import maps_run, project_path
 from .train import load_run, train
-from .viz import draw_maps, qualitative_grid
+from .viz import draw_maps, fig5, figure_source, qualitative_grid, save
+
+MAP_FIGURES = {"fig5.png": "Fig. 5-style maps", "boxes.png": "Ground-truth and predicted boxes beside SAOL's maps"}
+"""A study report's figures of SAOL's maps (file name in ``<report>/figures`` -> title)."""
 
 
 def finetune_config(cfg: ExperimentConfig, run_dir: str | Path, overrides: Sequence[str]) -> ExperimentConfig:
@@ -63,3 +68,32 @@ def localization_figure(run_dir, n: int = 4):
     data = build_data(cfg.data, seed=cfg.seed, batch_size=n)
     return qualitative_grid(model, data, {"saol": final["saol_threshold"], "cam": final["cam_threshold"]}, n,
                             cfg.wsol.eval_size)
+
+
+def map_figures(out: str | Path, results, n: int = 4) -> dict[str, Path]:
+    """A study report's map figures (MAP_FIGURES) for report folder ``out`` and its ``results``
+    (saol_core.study.collect): drawn from the run ``maps_run`` picks, each PNG stamped with that run; returns
+    {title naming the run: path} of those to show. A figure kept from before (a run whose checkpoint is gone,
+    from before runs kept figure records) is shown while the run it names is still finished here, and deleted
+    once it is not (rerun or removed): it would show a model the tables no longer hold."""
+    figures = project_path(out) / "figures"
+    run = maps_run(out, results)
+    if run:
+        folder = project_path(out) / "runs" / run
+        save(fig5(folder, n=n), figures / "fig5.png", source=run)
+        boxes = localization_figure(folder, n=n)   # None without a localization record
+        if boxes is not None:
+            save(boxes, figures / "boxes.png", source=run)
+    finished = set(results[results.status == "finished"].run)
+    shown = {}
+    for name, title in MAP_FIGURES.items():
+        path = figures / name
+        if not path.exists():
+            continue
+        source = figure_source(path)
+        if source and source not in finished:
+            path.unlink()
+        else:
+            shown[f"{title} of {source}" if source else
+                  f"{title} (drawn from a run whose checkpoint is gone: records keep none)"] = path
+    return shown

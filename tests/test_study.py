@@ -676,3 +676,16 @@ def test_localization_comparisons_say_when_a_side_is_below_the_no_model_baseline
     assert st.no_model_baseline("attention_max_box_acc_v2") == "center_max_box_acc_v2"
     assert st.no_model_baseline("cam_top1_loc") == "center_top1_loc_cam"
     assert st.no_model_baseline("saol_top1") is None and st.no_model_baseline("center_gt_known_loc") is None
+
+
+def test_map_figures_keep_a_figure_only_while_its_run_is_in_the_report(tmp_path):
+    import matplotlib.pyplot as plt
+    from saol_core import localize, viz
+    study = st.load_study(make_study(tmp_path, seeds=[0]))
+    fake_run(tmp_path / "out/runs", "a-saol-s0", {"saol_top1": 50.0})
+    figures = tmp_path / "out/figures"
+    for name, source in (("fig5.png", "a-saol-s0"), ("boxes.png", "a-saol-s7")):   # s7: rerun, gone
+        viz.save(plt.figure(), figures / name, source=source)
+    shown = localize.map_figures(tmp_path / "out", st.collect(study, tmp_path / "out"))
+    assert shown == {"Fig. 5-style maps of a-saol-s0": figures / "fig5.png"}
+    assert not (figures / "boxes.png").exists()
