@@ -17,7 +17,8 @@ def training_curves(history: pd.DataFrame | list[dict], facet: str | None = None
     compare at a glance.
 
     history: metrics.jsonl lines of one run, or the long frame of ``saol_core.study.histories``
-    (columns run, row, variant, seed): lines are then per variant (and head), seeds averaged (± sd band).
+    (columns run, row, variant, seed): lines are then per variant (a colour) and head (solid SAOL, dashed
+    GAP-FC), seeds averaged (± sd band).
     labels: what to call each facet value (a study's row labels); default the value itself.
     """
     df = pd.DataFrame(history)
@@ -26,10 +27,12 @@ def training_curves(history: pd.DataFrame | list[dict], facet: str | None = None
     test = df.melt(id_vars=keep, value_vars=[c for c in heads if c in df], var_name="head",
                    value_name="top1").dropna(subset=["top1"])
     test["head"] = test["head"].map(heads)
-    by_variant = "variant" in df
-    test["series"] = test["variant"] + " · " + test["head"] if by_variant else test["head"]
+    by_variant = "variant" in df and df["variant"].nunique() > 1
+    # a variant keeps its colour in every panel (loss and top-1) and the head is the line style; with one
+    # variant the head is the colour
+    colour = "variant" if by_variant else "head"
+    palette = {k: f"C{i}" for i, k in enumerate(sorted(set(df["variant"]) if by_variant else set(test["head"])))}
     facets = list(dict.fromkeys(df[facet])) if facet else [None]
-    palette = {k: f"C{i}" for i, k in enumerate(sorted(test["series"].unique()))}   # one colour per series everywhere
     per_line = max(1, min(per_line, len(facets)))
     lines = -(-len(facets) // per_line)
     marker = "o" if df["epoch"].nunique() < 20 else None
@@ -42,11 +45,15 @@ def training_curves(history: pd.DataFrame | list[dict], facet: str | None = None
             part = df if value is None else df[df[facet] == value]
             test_part = test if value is None else test[test[facet] == value]
             sns.lineplot(part, x="epoch", y="train_loss", hue="variant" if by_variant else None,
-                         hue_order=sorted(df["variant"].unique()) if by_variant else None,
+                         palette=palette if by_variant else None,
+                         hue_order=[k for k in palette if k in set(part["variant"])] if by_variant else None,
                          errorbar="sd", marker=marker, ax=ax_loss)
-            sns.lineplot(test_part, x="epoch", y="top1", hue="series", palette=palette,
-                         hue_order=[k for k in palette if k in set(test_part["series"])], errorbar="sd",
-                         marker=marker, ax=ax_acc)
+            sns.lineplot(test_part, x="epoch", y="top1", hue=colour, palette=palette,
+                         hue_order=[k for k in palette if k in set(test_part[colour])],
+                         style="head" if by_variant else None,
+                         style_order=[h for h in heads.values() if h in set(test_part["head"])] if by_variant else None,
+                         dashes={"SAOL": "", "GAP-FC": (4, 2)} if by_variant else True,
+                         errorbar="sd", marker=marker, ax=ax_acc)
             name = "" if value is None else textwrap.fill((labels or {}).get(value, str(value)), 40)
             ax_loss.set(title=f"{name}\ntraining loss (Eq. 7 total)".strip(), ylabel="loss")
             ax_acc.set(title=f"{name}\n{split} top-1 of each head".strip(), ylabel="top-1 (%)")
