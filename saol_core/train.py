@@ -154,22 +154,24 @@ def train(cfg: ExperimentConfig, *, resume: bool = True) -> dict:
     if rank == 0:
         run.lock()
     try:
-        if resume and run.checkpoint.exists():   # refused before start() records this attempt's settings
-            _check_same_data(load_checkpoint(run.checkpoint), data, run.checkpoint)
+        ckpt = load_checkpoint(run.checkpoint, device) if resume and run.checkpoint.exists() else None
+        if ckpt is not None:   # refused before start() records this attempt's settings
+            _check_same_data(ckpt, data, run.checkpoint)
         if rank == 0:
             finished = run.start(cfg, device, resume)
         else:
             finished = run.read_summary() if resume else None
         if finished and finished.get("finished"):
             return finished
-        return _loop(cfg, run, data, model, device, rank, world, local_rank, resume)
+        return _loop(cfg, run, data, model, device, rank, world, local_rank, ckpt)
     finally:
         run.unlock()
 
 
 def _loop(cfg: ExperimentConfig, run: RunFolder, data, model: SAOLModel, device: torch.device, rank: int,
-          world: int, local_rank: int, resume: bool) -> dict:
-    """The epochs of ``train`` from the run folder's checkpoint (if any) to the end; the summary."""
+          world: int, local_rank: int, ckpt: dict | None) -> dict:
+    """The epochs of ``train`` from the run folder's checkpoint ``ckpt`` (None: from the start) to the end;
+    the summary."""
     steps_per_epoch = len(data.train) if cfg.train.max_steps is None else min(len(data.train), cfg.train.max_steps)
     step_fn = make_step(cfg, model, device, steps_per_epoch, steps_per_epoch * cfg.train.epochs,
                         world_size=world, local_rank=local_rank)
@@ -178,8 +180,7 @@ def _loop(cfg: ExperimentConfig, run: RunFolder, data, model: SAOLModel, device:
     start_epoch, state = 0, {"best": None, "best_epoch": None, "wall_time_s": 0.0, "images": 0,
                              "train_time_s": 0.0, "last_eval": None}
     history: list[dict] | None = []   # metrics rows of the epochs before start_epoch (None: unknown, older checkpoint)
-    if resume and run.checkpoint.exists():
-        ckpt = load_checkpoint(run.checkpoint, device)
+    if ckpt is not None:
         _load_weights(model, ckpt["model"], run.checkpoint,
                       "pass --no-resume to start this run over, or pick another name=...")
         optimizer.load_state_dict(ckpt["optimizer"])
