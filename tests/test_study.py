@@ -611,6 +611,8 @@ def test_figures_name_metrics_and_rows_as_a_reader_does():
     assert viz.metric_label("cam_max_box_acc_v2") == "CAM MaxBoxAccV2 (%)"
     assert viz.metric_label("gap_top1") == "GAP-FC top-1 (%)" and viz.metric_label("top5") == "top-5 (%)"
     assert viz.metric_label("center_gt_known_loc") == "centre Gaussian GT-known Loc (%)"
+    assert viz.metric_label("center_top1_loc_cam") == "centre box, CAM's class: Top-1 Loc (%)"
+    assert viz.metric_label("saol_gmacs") == "SAOL GMACs" and viz.metric_label("wsol_time_s") == "wsol_time_s"
     history = [{"run": f"{row}-s{s}", "row": row, "variant": "c10", "seed": s, "epoch": e,
                 "train_loss": loss / e, "gap_top1": top1 * e}
                for row, loss, top1 in (("gap", 2.0, 20.0), ("full", 4.0, 10.0), ("saol", 1.0, 5.0)) for s in (0, 1)

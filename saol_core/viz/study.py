@@ -82,12 +82,18 @@ _METRIC_LABELS = {"top1": "top-1", "top5": "top-5", "top1_loc": "Top-1 Loc", "gt
 
 def metric_label(key: str) -> str:
     """A run-summary metric key as a reader names it: "saol_top1_loc" -> "SAOL Top-1 Loc (%)",
-    "gap_top1" -> "GAP-FC top-1 (%)"; an unknown key is returned as it is."""
+    "gap_top1" -> "GAP-FC top-1 (%)", "cam_gmacs" -> "CAM GMACs", "center_top1_loc_saol" -> "centre box,
+    SAOL's class: Top-1 Loc (%)"; an unknown key is returned as it is."""
     kind, _, metric = key.partition("_")
     if key in _METRIC_LABELS:
         return f"{_METRIC_LABELS[key]} (%)"
     if kind in _KIND_LABELS and metric in _METRIC_LABELS:
         return f"{_KIND_LABELS[kind]} {_METRIC_LABELS[metric]} (%)"
+    if kind in _KIND_LABELS and metric == "gmacs":
+        return f"{_KIND_LABELS[kind]} GMACs"
+    head = key.removeprefix("center_top1_loc_")
+    if head != key and head in _KIND_LABELS:
+        return f"centre box, {_KIND_LABELS[head]}'s class: Top-1 Loc (%)"
     return key
 
 
