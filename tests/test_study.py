@@ -5,6 +5,7 @@ runs on fake run folders.
 """
 import json
 import os
+import shutil
 import math
 from pathlib import Path
 
@@ -336,6 +337,12 @@ def test_regenerating_a_report_from_unchanged_records_changes_no_file(tmp_path):
     first = {p: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()}
     assert st.run_study(study, tmp_path / "out", train=False) == {}
     assert {p: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()} == first
+    assert {"results.png", "curves.png"} <= {p.name for p in (tmp_path / "out/figures").glob("*.png")}
+    for folder in (tmp_path / "out/runs").iterdir():   # every run superseded: no figure of them may stay
+        shutil.rmtree(folder)
+    assert st.run_study(study, tmp_path / "out", train=False) == {}
+    assert not list((tmp_path / "out/figures").glob("*.png"))
+    assert "0/4 runs finished" in (tmp_path / "out/README.md").read_text()
 
 
 def test_committed_notebooks_are_clean_and_parameterized():

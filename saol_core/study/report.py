@@ -383,7 +383,8 @@ def _is_smoke(study: Study) -> bool:
 
 def write_report(study: Study, out: str | Path, summary, results, figures: dict[str, str | Path]) -> Path:
     """``<out>/table.md`` (the tables) and ``<out>/README.md`` (tables, setting, figures, runs, how to
-    regenerate). Both texts are built before either is written."""
+    regenerate). Both texts are built before either is written; a PNG in ``<out>/figures`` that the report
+    no longer shows (its runs were rerun or removed) is deleted."""
     from ..runs import atomic_write_text
     out = project_path(out)
     table = table_markdown(study, summary)
@@ -432,4 +433,8 @@ def write_report(study: Study, out: str | Path, summary, results, figures: dict[
                                                   "train images/s", "executed notebook"], runs)]
     atomic_write_text(out / "table.md", f"## {study.title}\n\n" + "\n".join(tables) + "\n")
     atomic_write_text(out / "README.md", "\n".join(parts) + "\n")
+    shown = {project_path(path).resolve() for path in figures.values()}
+    for stale in sorted((out / "figures").glob("*.png")):   # drawn from runs the report no longer holds
+        if stale.resolve() not in shown:
+            stale.unlink()
     return out / "README.md"
