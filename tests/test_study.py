@@ -698,3 +698,16 @@ def test_map_figures_keep_a_figure_only_while_its_run_is_in_the_report(tmp_path)
     shown = localize.map_figures(tmp_path / "out", st.collect(study, tmp_path / "out"))
     assert shown == {"Fig. 5-style maps of a-saol-s0": figures / "fig5.png"}
     assert not (figures / "boxes.png").exists()
+
+
+def test_committed_tables_fit_a_reader_s_screen():
+    """Every markdown table a reader opens first (README, params/README, each report's README) has at most 10
+    columns and no cell over 300 characters: longer text belongs in the report's prose, not in a cell."""
+    wide = []
+    for doc in [ROOT / "README.md", ROOT / "params/README.md", *sorted((ROOT / "reports").glob("*/README.md"))]:
+        for number, line in enumerate(doc.read_text().splitlines(), 1):
+            if line.startswith("|") and set(line) - set("|-: "):
+                cells = line.strip().strip("|").split("|")
+                if len(cells) > 10 or max(map(len, cells)) > 300:
+                    wide.append(f"{doc.relative_to(ROOT)}:{number}: {len(cells)} cells, longest {max(map(len, cells))}")
+    assert not wide, "\n".join(wide)

@@ -249,7 +249,8 @@ def comparisons(study: Study, results):
             base = {}
             for side, (row, metric), x in (("a", c.a, a), ("b", c.b, b)):
                 name = no_model_baseline(metric)
-                centre = [v[0] for s, v in cell(row, name, c.variant).items() if s in seeds] if name in done else []
+                centre = ([v[0] for s, v in cell(row, name, c.variant).items() if s in seeds]
+                          if name is not None and name in done.columns else [])
                 if centre:
                     level = sum(centre) / len(centre)
                     base.update({f"{side}_baseline": level,
