@@ -711,3 +711,13 @@ def test_committed_tables_fit_a_reader_s_screen():
                 if len(cells) > 10 or max(map(len, cells)) > 300:
                     wide.append(f"{doc.relative_to(ROOT)}:{number}: {len(cells)} cells, longest {max(map(len, cells))}")
     assert not wide, "\n".join(wide)
+
+
+def test_a_report_without_intervals_says_nothing_about_their_multiplicity(tmp_path):
+    path = make_study(tmp_path, seeds=[0], comparisons=[{"label": "SAOL − GAP", "a": "a.saol_top1",
+                                                         "b": "a.gap_top1", "variant": "saol"}])
+    study = st.load_study(path)
+    fake_run(tmp_path / "out/runs", "a-saol-s0", {"saol_top1": 91.0, "gap_top1": 90.0})
+    results = st.collect(study, tmp_path / "out")
+    report = st.write_report(study, tmp_path / "out", st.summarize(study, results), results, {}).read_text()
+    assert "| SAOL − GAP | +1.00 (n=1) | — | too few seeds |" in report and "no correction for" not in report

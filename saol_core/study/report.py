@@ -402,10 +402,10 @@ def write_report(study: Study, out: str | Path, summary, results, figures: dict[
                    "tell from 0. Runs are paired only within one hardware class (device, GPU model or CPU vector "
                    "ISA, precision, torch version); a check marked " + " or ".join(
                        f"`across: {k}` lets only {v} differ" for k, v in ACROSS.items()) + ". " + verdict_legend(compared)
-                   + " Each interval stands alone, "
-                   f"with no correction for the {k} intervals in this table: were no difference real, about "
-                   f"{k * (1 - LEVEL):.1f} of them would exclude 0 by chance, so a verdict whose interval ends "
-                   "near 0 is weak evidence."]
+                   + (" Each interval stands alone, "
+                      f"with no correction for the {k} intervals in this table: were no difference real, about "
+                      f"{k * (1 - LEVEL):.1f} of them would exclude 0 by chance, so a verdict whose interval ends "
+                      "near 0 is weak evidence." if k else "")]
     done = results[results.status == "finished"]
     rel = _rel(out, ROOT)
     parts = [f"# {study.title}", ""]
