@@ -721,3 +721,21 @@ def test_a_report_without_intervals_says_nothing_about_their_multiplicity(tmp_pa
     results = st.collect(study, tmp_path / "out")
     report = st.write_report(study, tmp_path / "out", st.summarize(study, results), results, {}).read_text()
     assert "| SAOL − GAP | +1.00 (n=1) | — | too few seeds |" in report and "no correction for" not in report
+
+
+def test_curves_name_variants_in_the_study_order_and_keep_a_colour_per_variant():
+    import matplotlib.colors as mcolors
+    from saol_core import viz
+    history = [{"run": f"saol-{v}-s{s}", "row": "saol", "variant": v, "seed": s, "epoch": e, "train_loss": 1.0 / e,
+                "saol_top1": 10.0 * e + k, "gap_top1": 5.0 * e + k}
+               for k, v in enumerate(("h30", "h3", "h10")) for s in (0, 1) for e in (1, 2)]
+    study_order = {"h3": "heads at 3x", "h10": "heads at 10x", "h30": "heads at 30x"}
+    ax_loss, ax_acc = viz.training_curves(history, facet="row", variants=study_order).axes
+    names = list(study_order.values())
+    assert [t.get_text() for t in ax_loss.get_legend().get_texts()] == names
+    assert [t.get_text() for t in ax_acc.get_legend().get_texts()][1:4] == names   # then the head styles
+    for ax in (ax_loss, ax_acc):   # a variant has one colour in both panels: C0 the study's first
+        colours = {line.get_label(): line.get_color() for line in ax.get_legend().get_lines()}
+        assert [mcolors.to_hex(colours[n]) for n in names] == [mcolors.to_hex(f"C{i}") for i in range(3)]
+    solid, dashed = ax_acc.get_lines()[0], ax_acc.get_lines()[3]   # per variant: SAOL solid, GAP-FC dashed
+    assert solid.get_linestyle() == "-" and dashed.get_linestyle() == "--"

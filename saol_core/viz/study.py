@@ -10,7 +10,8 @@ import pandas as pd
 import seaborn as sns
 
 def training_curves(history: pd.DataFrame | list[dict], facet: str | None = None,
-                    labels: dict[str, str] | None = None, per_line: int = 2, split: str = "test"):
+                    labels: dict[str, str] | None = None, per_line: int = 2, split: str = "test",
+                    variants: dict[str, str] | None = None):
     """Training loss and top-1 of each head on ``split`` (what the runs evaluate: ``saol_core.study.
     evaluated_split``) per epoch: a pair of panels (loss, top-1) per ``facet``
     value, ``per_line`` pairs side by side, each metric on one y-range across all panels so that rows
@@ -20,8 +21,14 @@ def training_curves(history: pd.DataFrame | list[dict], facet: str | None = None
     (columns run, row, variant, seed): lines are then per variant (a colour) and head (solid SAOL, dashed
     GAP-FC), seeds averaged (± sd band).
     labels: what to call each facet value (a study's row labels); default the value itself.
+    variants: what to call each variant, in the order of the legends and colours (a study's variants);
+    default the names, sorted.
     """
     df = pd.DataFrame(history)
+    if "variant" in df:
+        order = list(variants or {}) + sorted(set(df["variant"]) - set(variants or {}))
+        df["variant"] = pd.Categorical(df["variant"].map(lambda v: (variants or {}).get(v, v)),
+                                       [(variants or {}).get(v, v) for v in order])
     heads = {"saol_top1": "SAOL", "gap_top1": "GAP-FC"}
     keep = [c for c in df if c not in heads]
     test = df.melt(id_vars=keep, value_vars=[c for c in heads if c in df], var_name="head",
@@ -31,7 +38,7 @@ def training_curves(history: pd.DataFrame | list[dict], facet: str | None = None
     # a variant keeps its colour in every panel (loss and top-1) and the head is the line style; with one
     # variant the head is the colour
     colour = "variant" if by_variant else "head"
-    palette = {k: f"C{i}" for i, k in enumerate(sorted(set(df["variant"]) if by_variant else set(test["head"])))}
+    palette = {k: f"C{i}" for i, k in enumerate(df["variant"].cat.categories if by_variant else sorted(set(test["head"])))}
     facets = list(dict.fromkeys(df[facet])) if facet else [None]
     per_line = max(1, min(per_line, len(facets)))
     lines = -(-len(facets) // per_line)
