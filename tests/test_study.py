@@ -317,12 +317,17 @@ def test_clean_notebook_strips_execution_metadata(tmp_path):
     cell = nbformat.v4.new_code_cell("1")
     cell.metadata.update({"papermill": {"duration": 0.1}, "execution": {"iopub.status.busy": "x"},
                           "tags": ["parameters"]})
-    nb.cells = [cell]
+    printed = nbformat.v4.new_code_cell("print(...)", outputs=[
+        nbformat.v4.new_output("stream", name="stdout", text="a\n"), nbformat.v4.new_output("stream", name="stdout", text="b\n"),
+        nbformat.v4.new_output("stream", name="stderr", text="w\n"), nbformat.v4.new_output("stream", name="stdout", text="c\n")])
+    nb.cells = [cell, printed]
     nbformat.write(nb, str(tmp_path / "n.ipynb"))
     st.clean_notebook(tmp_path / "n.ipynb")
     clean = nbformat.read(str(tmp_path / "n.ipynb"), as_version=4)
     assert dict(clean.metadata) == {"language_info": {"name": "python"}}
     assert dict(clean.cells[0].metadata) == {"tags": ["parameters"]}
+    # where the kernel's buffer flushed does not show: one stream per run of prints
+    assert [(o.name, o.text) for o in clean.cells[1].outputs] == [("stdout", "a\nb\n"), ("stderr", "w\n"), ("stdout", "c\n")]
 
 
 def test_regenerating_a_report_from_unchanged_records_changes_no_file(tmp_path):
@@ -739,3 +744,31 @@ def test_curves_name_variants_in_the_study_order_and_keep_a_colour_per_variant()
         assert [mcolors.to_hex(colours[n]) for n in names] == [mcolors.to_hex(f"C{i}") for i in range(3)]
     solid, dashed = ax_acc.get_lines()[0], ax_acc.get_lines()[3]   # per variant: SAOL solid, GAP-FC dashed
     assert solid.get_linestyle() == "-" and dashed.get_linestyle() == "--"
+
+
+def test_plateau_table_says_what_the_last_quarter_of_training_added(tmp_path):
+    path = make_study(tmp_path, seeds=[0, 1], plateau=1.0)
+    study = st.load_study(path)
+    runs_dir = tmp_path / "out/runs"
+    for seed, (at6, at8) in enumerate([(60.0, 60.5), (62.0, 63.5)]):   # gains 0.5 and 1.5: mean 1.0, not < 1
+        curve = [{"epoch": e, "train_loss": 1.0, "gap_top1": 50.0 + e} for e in range(1, 6)]
+        curve += [{"epoch": 6, "train_loss": 1.0, "gap_top1": at6}, {"epoch": 7, "train_loss": 1.0},
+                  {"epoch": 8, "train_loss": 1.0, "gap_top1": at8}]
+        fake_run(runs_dir, f"a-gap-s{seed}", {"gap_top1": at8}, curve)
+        # SAOL evaluated every 3 epochs: its last evaluation within 3/4 of 8 epochs is epoch 6, then 9 -> 12
+        fake_run(runs_dir, f"a-saol-s{seed}", {"saol_top1": 70.0}, [
+            {"epoch": e, "train_loss": 1.0, "saol_top1": 70.0 - (e == 6) * 0.4, "gap_top1": 65.0}
+            for e in (3, 6, 8)])
+    results = st.collect(study, tmp_path / "out")
+    table = st.plateaus(study, st.histories(tmp_path / "out", results[results.status == "finished"]))
+    gap = table[(table.variant == "gap")].iloc[0]
+    assert (gap.epochs, gap.n, gap.plateaued) == ("6 → 8", 2, False)
+    assert (gap.start, gap.end, gap.gain) == pytest.approx((61.0, 62.0, 1.0))
+    assert gap.gain_sd == pytest.approx(math.sqrt(0.5))
+    saol = table[(table.variant == "saol") & (table["head"] == "SAOL")].iloc[0]
+    assert saol.gain == pytest.approx(0.4) and bool(saol.plateaued)
+    report = st.write_report(study, tmp_path / "out", st.summarize(study, results), results, {}).read_text()
+    assert "| Row A | gap | GAP-FC | 6 → 8 | 61.00 | 62.00 | +1.00 ± 0.71 | 2 | **no** |" in report
+    assert "less than 1 points (`study.plateau`)" in report
+    with pytest.raises(ConfigError, match="study.plateau must be a positive number"):
+        st.load_study(make_study(tmp_path, plateau="soon"))

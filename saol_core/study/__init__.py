@@ -31,6 +31,8 @@ A params file's ``study:`` section (ignored by ``make_config``) declares the gri
                                             # of the same study at other budgets, drawn side by side
       hardware: "cpu AVX512 · bfloat16 · torch 2.13"   # optional: glob pattern(s) of the hardware classes runs may
                                             # use (saol_core.runs.hardware_class); a run elsewhere is refused
+      plateau: 1.0                          # optional: the most a row's top-1 may still gain over the last quarter
+                                            # of its epochs for the report to call it plateaued
       setting: "how this study differs from the paper's setting"   # shown in the report
       set: {train.eval_every: 1}            # overrides applied to every run
       overlay: params/smoke/overlay.yaml    # a params file applied on top of every run (smoke studies)
@@ -44,12 +46,13 @@ its top level. Cells report the final epoch's accuracy (not the best epoch's: th
 test set), mean +- sample std over the finished seeds.
 """
 from .report import (budget_comparisons, collect, comparisons, comparisons_markdown, evaluated_split, histories, maps_run, metric_value,
-                     no_model_baseline, summarize, table_markdown, verdict_legend, write_report)
+                     no_model_baseline, plateaus, plateaus_markdown, summarize, table_markdown, verdict_legend, write_report)
 from .runner import clean_notebook, execute, main, refresh_notebooks, run_study
 from .spec import (ROOT, Column, Row, Run, Study, Variant, changed_keys, expand, flatten, load_study, project_path,
                    run_status)
 
 __all__ = ["ROOT", "Column", "Row", "Run", "Study", "Variant", "budget_comparisons", "changed_keys", "clean_notebook", "collect", "no_model_baseline", "verdict_legend",
            "comparisons", "comparisons_markdown", "execute", "maps_run", "expand",
-           "evaluated_split", "flatten", "histories", "load_study", "main", "metric_value", "project_path", "refresh_notebooks",
+           "evaluated_split", "flatten", "histories", "load_study", "main", "metric_value", "plateaus", "plateaus_markdown", "project_path",
+           "refresh_notebooks",
            "run_status", "run_study", "summarize", "table_markdown", "write_report"]

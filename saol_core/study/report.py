@@ -332,6 +332,58 @@ def histories(out: str | Path, results):
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+TOP1_HEADS = {"saol_top1": "SAOL", "gap_top1": "GAP-FC"}
+"""The heads whose top-1 a run logs each evaluated epoch, and what a reader calls them."""
+
+
+def plateaus(study: Study, history):
+    """What the last quarter of training added: per row, variant and head, the mean over seeds of top-1 at
+    each run's last evaluation in its first three quarters (epoch <= 3/4 of its final epoch) and at its final
+    epoch, and their difference (``gain``, mean and sd over the seeds); ``plateaued`` (gain < study.plateau)
+    where the study sets a criterion. history: ``histories`` of the finished runs."""
+    import pandas as pd
+    lines = []
+    if history.empty:
+        return pd.DataFrame(lines)
+    labels = {**{("row", r.name): r.label for r in study.rows}, **{("variant", v.name): v.label for v in study.variants}}
+    for (row, variant), part in history.groupby(["row", "variant"], sort=False):
+        for metric, head in TOP1_HEADS.items():
+            if metric not in part:
+                continue
+            ends = []
+            for _, run in part.dropna(subset=[metric]).groupby("run", sort=False):
+                by_epoch = run.drop_duplicates("epoch", keep="last").set_index("epoch")[metric]
+                early = by_epoch[by_epoch.index <= 0.75 * by_epoch.index.max()]
+                if len(early):
+                    ends.append((early.index[-1], by_epoch.index[-1], early.iloc[-1], by_epoch.iloc[-1]))
+            if not ends:
+                continue
+            start, end, at_start, at_end = map(pd.Series, zip(*ends))
+            gain = at_end - at_start
+            lines.append({"row": labels[("row", row)], "variant": labels[("variant", variant)], "head": head,
+                          "epochs": " / ".join(f"{a} → {b}" for a, b in sorted(set(zip(start, end)))),
+                          "start": at_start.mean(), "end": at_end.mean(), "gain": gain.mean(),
+                          "gain_sd": gain.std() if len(gain) > 1 else None, "n": len(gain),
+                          "plateaued": None if study.plateau is None else bool(gain.mean() < study.plateau)})
+    return pd.DataFrame(lines)
+
+
+def plateaus_markdown(study: Study, table) -> str:
+    """The plateau table and the sentence that says how it was made and what the criterion is."""
+    variants = len(set(table.variant)) > 1
+    head = ["Row", *(["variant"] if variants else []), "head", "epochs", "top-1 at the first", "at the last",
+            "gain (± sd over seeds)", "n", *(["plateaued"] if study.plateau is not None else [])]
+    lines = [[c["row"], *([c["variant"]] if variants else []), c["head"], c["epochs"], _num(c["start"]),
+              _num(c["end"]), _num(c["gain"], True) + ("" if _missing(c["gain_sd"]) else f" ± {c['gain_sd']:.2f}"),
+              c["n"], *([{True: "yes", False: "**no**"}[c["plateaued"]]] if study.plateau is not None else [])]
+             for c in table.to_dict("records")]
+    rule = (f"A row has plateaued when the last quarter added less than {study.plateau:g} points (`study.plateau`)."
+            if study.plateau is not None else "This study sets no plateau criterion (`study.plateau`).")
+    return "\n".join([markdown.table(head, lines), "",
+                      "Top-1 of each head (mean over the finished seeds) at each run's last evaluation in its first "
+                      "three quarters of training and at its end; gain = what the last quarter added. " + rule])
+
+
 def _rel(path: str | Path, base: Path) -> str:
     path = Path(path)
     return str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
@@ -407,6 +459,9 @@ def write_report(study: Study, out: str | Path, summary, results, figures: dict[
                       f"{k * (1 - LEVEL):.1f} of them would exclude 0 by chance, so a verdict whose interval ends "
                       "near 0 is weak evidence." if k else "")]
     done = results[results.status == "finished"]
+    plateau = plateaus(study, histories(out, done))
+    if len(plateau):
+        tables += ["", "**What the last quarter of training added**", "", plateaus_markdown(study, plateau)]
     rel = _rel(out, ROOT)
     parts = [f"# {study.title}", ""]
     if _is_smoke(study):

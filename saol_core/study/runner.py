@@ -284,8 +284,9 @@ def _table(study: Study, out: Path) -> dict[str, str]:
 # ---- committed notebooks -------------------------------------------------------------------------------
 
 def clean_notebook(path: str | Path) -> None:
-    """Drop execution metadata (papermill timings, kernel run times, widget state) so a notebook's diff
-    shows only its sources and outputs."""
+    """Drop execution metadata (papermill timings, kernel run times, widget state) and join a cell's
+    consecutive prints to one stream (the kernel splits them where its output buffer happens to flush), so a
+    notebook's diff shows only its sources and outputs."""
     import nbformat
     nb = nbformat.read(str(path), as_version=4)
     for key in ("papermill", "widgets"):
@@ -296,6 +297,15 @@ def clean_notebook(path: str | Path) -> None:
             cell.metadata.pop(key, None)
         if "injected-parameters" in cell.metadata.get("tags", []):
             cell["id"] = "injected-parameters"   # papermill draws a random id each time
+        outputs = []
+        for output in cell.get("outputs", []):
+            last = outputs[-1] if outputs else None
+            if last is not None and output.output_type == last.output_type == "stream" and output.name == last.name:
+                last.text += output.text
+            else:
+                outputs.append(output)
+        if "outputs" in cell:
+            cell.outputs = outputs
     nbformat.write(nb, str(path))
 
 

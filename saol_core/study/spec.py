@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 NAME = re.compile(r"^[A-Za-z0-9_.]+$")
 STUDY_KEYS = {"title", "notebook", "table_notebook", "seeds", "rows", "grid", "variants", "columns",
               "delta_row", "paper", "papers", "comparisons", "setting", "set", "overlay", "define", "hardware",
-              "budgets"}
+              "budgets", "plateau"}
 ACROSS = {"precision": "the precision", "hardware": "the device, chip and torch version"}
 """What a comparison built to cross a hardware-class part (a precision or hardware check) may let differ."""
 
@@ -91,6 +91,7 @@ class Study:
     overlay: str | None
     hardware: list[str] = field(default_factory=list)  # glob patterns of the hardware classes runs may use
     budgets: dict[str, tuple[str, str]] = field(default_factory=dict)  # label -> (params file, report folder)
+    plateau: float | None = None  # the most top-1 may still gain over the last quarter of training (points)
 
 
 def project_path(path: str | Path) -> Path:
@@ -177,6 +178,9 @@ def load_study(path: str | Path) -> Study:
     delta_row = spec.get("delta_row")
     if delta_row is not None and delta_row not in {r.name for r in rows}:
         raise ConfigError(f"{path}: study.delta_row {delta_row!r} is not a row")
+    plateau = spec.get("plateau")
+    if plateau is not None and (isinstance(plateau, bool) or not isinstance(plateau, (int, float)) or plateau <= 0):
+        raise ConfigError(f"{path}: study.plateau must be a positive number of top-1 points, got {plateau!r}")
     seeds = spec.get("seeds", [0])
     for where, value in [("study.seeds", seeds)] + [(f"row {r.name!r} seeds", r.seeds) for r in rows if r.seeds is not None]:
         if not isinstance(value, list) or not value or not all(isinstance(s, int) for s in value):
@@ -188,7 +192,8 @@ def load_study(path: str | Path) -> Study:
                  seeds=seeds, rows=rows, variants=variants, columns=columns, papers=papers,
                  comparisons=comparisons, setting=str(spec.get("setting", "")), delta_row=delta_row, set=flatten(spec.get("set") or {}), overlay=spec.get("overlay"),
                  # a smoke study (an overlay) checks the machinery on any machine: no class to keep
-                 hardware=[] if spec.get("overlay") else _patterns(spec.get("hardware"), path), budgets=_budgets(spec.get("budgets"), path))
+                 hardware=[] if spec.get("overlay") else _patterns(spec.get("hardware"), path), budgets=_budgets(spec.get("budgets"), path),
+                 plateau=None if plateau is None else float(plateau))
 
 
 def _budgets(value: Any, path: str) -> dict[str, tuple[str, str]]:
