@@ -772,3 +772,15 @@ def test_plateau_table_says_what_the_last_quarter_of_training_added(tmp_path):
     assert "less than 1 points (`study.plateau`)" in report
     with pytest.raises(ConfigError, match="study.plateau must be a positive number"):
         st.load_study(make_study(tmp_path, plateau="soon"))
+
+
+def test_curve_panel_titles_do_not_run_into_each_other():
+    from saol_core import viz
+    history = [{"run": f"{row}-s0", "row": row, "variant": "run", "seed": 0, "epoch": e, "train_loss": 1.0 / e,
+                "saol_top1": 10.0 * e, "gap_top1": 9.0 * e} for row in ("gap", "full") for e in (1, 2)]
+    label = "SAOL + CutMix + L_SS1 + L_SS2 + L_SD (+ SD GAP-FC → CAM)"   # the longest row label of a study
+    fig = viz.training_curves(history, facet="row", labels={"gap": "GAP-FC → CAM", "full": label})
+    fig.canvas.draw()
+    boxes = [ax.title.get_window_extent() for ax in fig.axes]
+    for left, right in zip(boxes, boxes[1:]):   # a clear gap (0.1 in), not titles that touch
+        assert left.x1 + 0.1 * fig.dpi <= right.x0, (left, right)

@@ -61,7 +61,7 @@ def training_curves(history: pd.DataFrame | list[dict], facet: str | None = None
                          style_order=[h for h in heads.values() if h in set(test_part["head"])] if by_variant else None,
                          dashes={"SAOL": "", "GAP-FC": (4, 2)} if by_variant else True,
                          errorbar="sd", marker=marker, ax=ax_acc)
-            name = "" if value is None else textwrap.fill((labels or {}).get(value, str(value)), 40)
+            name = "" if value is None else textwrap.fill((labels or {}).get(value, str(value)), 30)
             ax_loss.set(title=f"{name}\ntraining loss (Eq. 7 total)".strip(), ylabel="loss")
             ax_acc.set(title=f"{name}\n{split} top-1 of each head".strip(), ylabel="top-1 (%)")
             for ax in (ax_loss, ax_acc):
