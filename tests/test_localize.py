@@ -255,6 +255,12 @@ def test_run_summary_carries_the_localization_record(tmp_path):
     fig5 = viz.fig5(cfg.run_dir())                    # from maps_fig5.npz: 4 pairs of different classes
     titles = [ax.get_title() for ax in np.array(viz.panels(fig5)).reshape(4, 6)[:, 0]]
     assert all(t.endswith("(box)") and len(set(t[:-6].split(" + "))) == 2 for t in titles)
+    # classes named by their dataset folder (CUB) read as names, wrapped to the panel
+    folders = figrecords.load(cfg.run_dir() / figrecords.FIG5)
+    folders["titles"] = np.array(["001.Black_footed_Albatross + 002.Laysan_Albatross (box)"] * 4)
+    first = np.array(viz.panels(viz.draw_maps(folders))).reshape(4, 6)[0, 0].get_title()
+    assert first == "Black footed Albatross +\nLaysan Albatross (box)"
+    assert viz.maps.readable("label Shih-Tzu, 7 (n02086240)") == "label Shih-Tzu, 7 (n02086240)"
     everything = train_mod.make_config(None, TINY + [f"out_dir={tmp_path}", "name=all", "wsol.enabled=true"])
     with pytest.raises(train_mod.ConfigError, match="select_per_class=10 takes every one of the 32 test images"):
         train_mod.train(everything)    # refused before training: 32 test images, <= 10 per class

@@ -2,6 +2,8 @@
 classes) and the ipywidgets explorer of a trained run."""
 from __future__ import annotations
 
+import re
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -39,10 +41,19 @@ def _heat(ax, image: Tensor, heat: Tensor, title: str = "", vmax: float | None =
         bar.ax.tick_params(labelsize=6)
 
 
+CLASS_FOLDER = re.compile(r"\b\d+\.([A-Za-z]\w*)")
+"""A class named by its dataset folder, e.g. CUB's "001.Black_footed_Albatross"."""
+
+
+def readable(text: str) -> str:
+    """Every folder-style class name in ``text`` as a reader writes it: "label 001.Black_footed_Albatross" ->
+    "label Black footed Albatross"."""
+    return CLASS_FOLDER.sub(lambda m: m.group(1).replace("_", " "), text)
+
+
 def short_name(name: str, width: int = 14) -> str:
     """A class name fit for a panel title: "001.Black_footed_Albatross" -> "Black footed Al…"."""
-    name = name.split(".", 1)[1] if "." in name and name.split(".", 1)[0].isdigit() else name
-    name = name.replace("_", " ")
+    name = readable(name).replace("_", " ")
     return name if len(name) <= width else name[: width - 1] + "…"
 
 
@@ -98,7 +109,7 @@ def draw_maps(record: dict[str, np.ndarray]):
         shown = torch.from_numpy(np.ascontiguousarray(images[i])).permute(2, 0, 1).float() / 255
         rel = torch.from_numpy(record["attention"][i])
         a = rel / rel.numel()
-        _show(axes[i, 0], shown, str(record["titles"][i]))
+        _show(axes[i, 0], shown, textwrap.fill(readable(str(record["titles"][i])), 28))
         if "pasted" in record:
             _box(axes[i, 0], tuple(int(v) for v in record["pasted"][i]))
         _heat(axes[i, 1], shown, rel, f"A × uniform\n(max {rel.max():.1f})", vmax=max(4.0, float(rel.max())),
