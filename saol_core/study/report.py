@@ -371,7 +371,7 @@ def plateaus(study: Study, history):
 def plateaus_markdown(study: Study, table) -> str:
     """The plateau table and the sentence that says how it was made and what the criterion is."""
     variants = len(set(table.variant)) > 1
-    head = ["Row", *(["variant"] if variants else []), "head", "epochs", "top-1 at the first", "at the last",
+    head = ["Row", *(["variant"] if variants else []), "head", "epochs (¾ → end)", "top-1 at ¾", "top-1 at the end",
             "gain (± sd over seeds)", "n", *(["plateaued"] if study.plateau is not None else [])]
     lines = [[c["row"], *([c["variant"]] if variants else []), c["head"], c["epochs"], _num(c["start"]),
               _num(c["end"]), _num(c["gain"], True) + ("" if _missing(c["gain_sd"]) else f" ± {c['gain_sd']:.2f}"),
