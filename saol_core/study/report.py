@@ -345,7 +345,8 @@ def plateaus(study: Study, history):
     lines = []
     if history.empty:
         return pd.DataFrame(lines)
-    labels = {**{("row", r.name): r.label for r in study.rows}, **{("variant", v.name): v.label for v in study.variants}}
+    row_labels = {r.name: r.label for r in study.rows}
+    variant_labels = {v.name: v.label for v in study.variants}
     for (row, variant), part in history.groupby(["row", "variant"], sort=False):
         for metric, head in TOP1_HEADS.items():
             if metric not in part:
@@ -360,7 +361,7 @@ def plateaus(study: Study, history):
                 continue
             start, end, at_start, at_end = map(pd.Series, zip(*ends))
             gain = at_end - at_start
-            lines.append({"row": labels[("row", row)], "variant": labels[("variant", variant)], "head": head,
+            lines.append({"row": row_labels[row], "variant": variant_labels[variant], "head": head,
                           "epochs": " / ".join(f"{a} → {b}" for a, b in sorted(set(zip(start, end)))),
                           "start": at_start.mean(), "end": at_end.mean(), "gain": gain.mean(),
                           "gain_sd": gain.std() if len(gain) > 1 else None, "n": len(gain),

@@ -9,6 +9,9 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from ..study.report import TOP1_HEADS
+
+
 def training_curves(history: pd.DataFrame | list[dict], facet: str | None = None,
                     labels: dict[str, str] | None = None, per_line: int = 2, split: str = "test",
                     variants: dict[str, str] | None = None):
@@ -26,10 +29,10 @@ def training_curves(history: pd.DataFrame | list[dict], facet: str | None = None
     """
     df = pd.DataFrame(history)
     if "variant" in df:
-        order = list(variants or {}) + sorted(set(df["variant"]) - set(variants or {}))
-        df["variant"] = pd.Categorical(df["variant"].map(lambda v: (variants or {}).get(v, v)),
-                                       [(variants or {}).get(v, v) for v in order])
-    heads = {"saol_top1": "SAOL", "gap_top1": "GAP-FC"}
+        names = variants or {}
+        order = list(names) + sorted(set(df["variant"]) - set(names))
+        df["variant"] = pd.Categorical(df["variant"].map(lambda v: names.get(v, v)), [names.get(v, v) for v in order])
+    heads = TOP1_HEADS
     keep = [c for c in df if c not in heads]
     test = df.melt(id_vars=keep, value_vars=[c for c in heads if c in df], var_name="head",
                    value_name="top1").dropna(subset=["top1"])
