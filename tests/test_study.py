@@ -508,6 +508,16 @@ def test_budgets_put_the_headline_comparisons_of_two_studies_side_by_side(tmp_pa
         st.load_study(make_study(tmp_path, budgets={"x": "nope.yaml"}))
 
 
+def test_every_verdict_word_is_drawn_in_its_own_style():
+    import matplotlib.colors as mcolors
+    from saol_core import viz
+    from saol_core.study.stats import VERDICTS
+    styles = {v: viz.verdict_style(v) for v in VERDICTS}
+    drawn = {(mcolors.to_hex(s["color"]), mcolors.to_hex(s["mfc"])) for s in styles.values()}
+    assert len(drawn) == len(VERDICTS)     # a legend entry per word, none two alike
+    assert styles["too few seeds"]["mfc"] == "white" != styles["inconclusive"]["mfc"]
+
+
 def test_comparison_paper_deltas_match_the_transcribed_cells():
     study = st.load_study("params/cifar10_resnet20.yaml")
     column = {c.metric[0]: j for j, c in enumerate(study.columns)}

@@ -14,10 +14,10 @@ from ..figrecords import Maps, saol_maps
 from .maps import (HEAT, attention_maps, cutmix_example, cutmix_grid, draw_maps, examples, explorer, fig5, panels,
                    qualitative_grid, saol_runs, short_name)
 from .study import (VERDICT_COLORS, budget_plot, comparisons_plot, costs_plot, metric_label, results_plot,
-                    training_curves)
+                    training_curves, verdict_style)
 from .files import figure_source, save
 
 __all__ = ["HEAT", "Maps", "VERDICT_COLORS", "attention_maps", "budget_plot", "comparisons_plot", "costs_plot",
            "cutmix_example", "cutmix_grid", "draw_maps", "examples", "explorer", "fig5", "figure_source", "metric_label", "panels",
            "qualitative_grid", "results_plot", "saol_maps", "saol_runs", "save", "short_name",
-           "training_curves"]
+           "training_curves", "verdict_style"]

@@ -225,10 +225,18 @@ def _paper_marks(axes, ours: dict, papers: dict, share: bool) -> None:
                         label="paper number beyond the axis: at the edge, value printed")
 
 
-VERDICT_COLORS = {"reproduced": "C2", "same direction, larger": "C8", "same direction, smaller": "C8",
+VERDICT_COLORS = {"reproduced": "C2", "same direction, larger": "C9", "same direction, smaller": "C8",
                   "smaller than the paper's": "C1", "inconclusive": "0.45", "contradicted": "C3", "differs": "C0",
-                  "no difference seen": "0.65", "too few seeds": "0.45"}
-"""One colour per verdict word of saol_core.study.stats.VERDICTS (the report's legend defines them)."""
+                  "no difference seen": "0.65", "too few seeds": "0.45", "no same-class pair": "0.65"}
+"""One colour per verdict word of saol_core.study.stats.VERDICTS (the report's legend defines them); the two
+verdicts without an interval share greys with others and are told apart by a hollow marker (``verdict_style``)."""
+
+
+def verdict_style(verdict: str) -> dict:
+    """Matplotlib errorbar style of a verdict: its colour, hollow where the verdict has no interval."""
+    color = VERDICT_COLORS.get(verdict, "0.45")
+    hollow = verdict in ("too few seeds", "no same-class pair")
+    return {"color": color, "mfc": "white" if hollow else color}
 
 
 def comparisons_plot(compared: pd.DataFrame):
@@ -252,7 +260,7 @@ def comparisons_plot(compared: pd.DataFrame):
                 continue
             lo, hi = (c.mean, c.mean) if pd.isna(c.lo) else (c.lo, c.hi)
             ax.errorbar([c.mean], [y], xerr=[[c.mean - lo], [hi - c.mean]], fmt="o",
-                        color=VERDICT_COLORS.get(c.verdict, "0.45"), capsize=3,
+                        capsize=3, **verdict_style(c.verdict),
                         label=f"ours, mean ± 95 % CI: {c.verdict}")
         for j, ref in enumerate(refs):
             values = compared[ref].astype(float)
@@ -292,7 +300,7 @@ def budget_plot(compared: pd.DataFrame):
                     lo, hi = (c["mean"], c["mean"]) if pd.isna(c["lo"]) else (c["lo"], c["hi"])
                     xj = x + 0.12 * (j - (len(lines) - 1) / 2)
                     ax.errorbar([xj], [c["mean"]], yerr=[[c["mean"] - lo], [hi - c["mean"]]], fmt="o", capsize=3,
-                                color=VERDICT_COLORS.get(c["verdict"], "0.45"), label=f"ours: {c['verdict']}")
+                                label=f"ours: {c['verdict']}", **verdict_style(c["verdict"]))
                     ax.annotate(f"n={c['n']}", (xj, hi), xytext=(0, 3), textcoords="offset points", ha="center",
                                 fontsize=6)
             for k, ref in enumerate(refs):
