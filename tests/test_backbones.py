@@ -70,6 +70,18 @@ def calibrate_bn(model: nn.Module, x: torch.Tensor) -> nn.Module:
     return model.eval()
 
 
+def assert_taps_are_resnet_stages(taps, reference: nn.Module, x: torch.Tensor) -> None:
+    """``taps`` are exactly torchvision ResNet ``reference``'s layer1-4 outputs on ``x``, and its classifier on
+    the pooled last tap gives the reference's logits."""
+    logits = []
+    layers = outputs_of([reference.layer1, reference.layer2, reference.layer3, reference.layer4],
+                        lambda: logits.append(reference(x)))
+    for tap, layer in zip(taps, layers):
+        torch.testing.assert_close(tap, layer, rtol=0, atol=0)
+    assert logits[0].abs().max() > 0.1
+    torch.testing.assert_close(reference.fc(taps[-1].mean((2, 3))), logits[0], rtol=1e-5, atol=1e-5)
+
+
 # ---------------------------------------------------------------- taps
 
 HAS_TIMM = importlib.util.find_spec("timm") is not None
@@ -161,13 +173,7 @@ def test_resnet50_matches_torchvision_with_its_checkpoint(tmp_path):
     x = randn(1, 3, 64, 64)
     with torch.no_grad():
         taps, taps16 = backbone(x), dilated(x)
-        logits = []
-        layers = outputs_of([reference.layer1, reference.layer2, reference.layer3, reference.layer4],
-                            lambda: logits.append(reference(x)))
-        for tap, layer in zip(taps, layers):
-            torch.testing.assert_close(tap, layer, rtol=0, atol=0)
-        assert logits[0].abs().max() > 0.1
-        torch.testing.assert_close(reference.fc(taps[-1].mean((2, 3))), logits[0], rtol=1e-5, atol=1e-5)
+        assert_taps_are_resnet_stages(taps, reference, x)
         for a, b in zip(taps[:3], taps16[:3]):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert dilated.stage_strides == [4, 8, 16, 16] and backbone.stage_strides == [4, 8, 16, 32]
@@ -291,13 +297,7 @@ def test_tv_adapter_resnet18_matches_torchvision(tmp_path):
     assert backbone.stage_channels == [64, 128, 256, 512] and backbone.stage_strides == [4, 8, 16, 32]
     x = randn(2, 3, 64, 64)
     with torch.no_grad():
-        taps, logits = backbone(x), []
-        layers = outputs_of([reference.layer1, reference.layer2, reference.layer3, reference.layer4],
-                            lambda: logits.append(reference(x)))
-        for tap, layer in zip(taps, layers):
-            torch.testing.assert_close(tap, layer, rtol=0, atol=0)
-        assert logits[0].abs().max() > 0.1
-        torch.testing.assert_close(reference.fc(taps[-1].mean((2, 3))), logits[0], rtol=1e-5, atol=1e-5)
+        assert_taps_are_resnet_stages(backbone(x), reference, x)
 
 
 @pytest.mark.parametrize("name,channels", [("mobilenet_v3_small", [16, 24, 48, 576]), ("densenet121", [256, 512, 1024, 1024])])
