@@ -613,14 +613,14 @@ def test_report_accounts_run_time_per_device(tmp_path):
     study = st.load_study(make_study(tmp_path, seeds=[0]))
     runs_dir = tmp_path / "out/runs"
     cpu = {"cpu": "AMD EPYC", "cpu_count": 2, "cpu_capability": "AVX2", "torch_threads": 2}
-    gpu = {"cpu": "Xeon", "cpu_count": 16, "torch_threads": 1, "gpu": "NVIDIA H200"}
+    gpu = {"cpu": "Intel(R) Xeon(R)", "cpu_count": 16, "torch_threads": 1, "gpu": "NVIDIA H200"}
     fake_run(runs_dir, "a-gap-s0", {"gap_top1": 1.0}, wall_time_s=3600.0, device="cpu", hardware=cpu, amp="fp32")
     fake_run(runs_dir, "a-saol-s0", {"gap_top1": 1.0}, wall_time_s=1800.0, device="cuda:0", hardware=gpu, amp="bf16")
     fake_run(runs_dir, "b-gap-s0", {"gap_top1": 1.0}, wall_time_s=900.0, device="cuda", hardware=gpu, amp="bf16")
     results = st.collect(study, tmp_path / "out")
     text = st.write_report(study, tmp_path / "out", st.summarize(study, results), results, {}).read_text()
-    assert ("3/4 runs finished on AMD EPYC (2 cores, AVX2), cpu, 2 thread(s), fp32; Xeon (16 cores) + NVIDIA H200, "
-            "cuda, 1 thread(s), bf16; 1.75 h of run wall time: 1.00 h in 1 cpu run (2.00 thread-hours), 0.75 h in "
+    assert ("3/4 runs finished on AMD EPYC (2 cores, AVX2), cpu, 2 thread(s), fp32: 1 run; Intel Xeon (16 cores) + "
+            "NVIDIA H200, cuda, 1 thread(s), bf16: 2 runs; 1.75 h of run wall time: 1.00 h in 1 cpu run (2.00 thread-hours), 0.75 h in "
             "2 cuda runs.") in text
     assert "| `a-saol-s0` | finished | cuda NVIDIA H200 · bf16 · torch 2.13 | — | 1800.00 |" in text
     assert "| `a-gap-s0` | finished | cpu AVX2 · fp32 · torch 2.13 | AMD | 3600.00 |" in text

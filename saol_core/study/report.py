@@ -31,7 +31,8 @@ def _hardware(record: dict) -> str | None:
     if not record:
         return None
     cores = f"{record['cpu_count']} cores" + (f", {record['cpu_capability']}" if record.get("cpu_capability") else "")
-    return f"{record['cpu']} ({cores})" + (f" + {record['gpu']}" if record.get("gpu") else "")
+    cpu = record["cpu"].replace("(R)", "").replace("(TM)", "")
+    return f"{cpu} ({cores})" + (f" + {record['gpu']}" if record.get("gpu") else "")
 
 
 def _run_times(done) -> str:
@@ -391,11 +392,13 @@ def _rel(path: str | Path, base: Path) -> str:
 
 
 def _machine(results) -> str:
-    """The hardware and settings the finished runs report, e.g. "AMD EPYC (2 cores), cpu, 1 thread(s), bfloat16"."""
+    """The hardware and settings the finished runs report, with how many ran on each, e.g. "AMD EPYC (2 cores),
+    cpu, 1 thread(s), bfloat16: 3 runs"."""
+    from collections import Counter
     done = results[results.status == "finished"]
-    seen = sorted({f"{r.hardware}, {r.device}, {int(r.threads)} thread(s), {r.amp}" for r in done.itertuples()
-                   if not _missing(r.hardware)})
-    return "; ".join(seen) or "—"
+    seen = Counter(f"{r.hardware}, {r.device}, {int(r.threads)} thread(s), {r.amp}" for r in done.itertuples()
+                   if not _missing(r.hardware))
+    return "; ".join(f"{k}: {n} run{'s' * (n > 1)}" for k, n in sorted(seen.items())) or "—"
 
 
 def budget_comparisons(study: Study):
