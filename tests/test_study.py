@@ -738,6 +738,29 @@ def test_a_report_without_intervals_says_nothing_about_their_multiplicity(tmp_pa
     assert "| SAOL − GAP | +1.00 (n=1) | — | too few seeds |" in report and "no correction for" not in report
 
 
+def test_the_project_readme_quotes_each_report_headline_as_the_report_holds_it(tmp_path, monkeypatch):
+    from saol_core.study import report as rp
+    readme = tmp_path / "README.md"
+    stale = ["- SAOL − GAP: +9.99, **old** (n=1)"]
+    text = "\n".join(["intro", "<!-- headline out -->", *stale, "<!-- /headline -->", "between",
+                      "<!-- headline other -->", "- untouched", "<!-- /headline -->", "end", ""])
+    readme.write_text(text)
+    monkeypatch.setattr(rp, "ROOT", tmp_path)   # this README, and the report folder tmp_path/out is "out"
+    path = make_study(tmp_path, seeds=[0], comparisons=[{"label": "SAOL − GAP", "a": "a.saol_top1",
+                                                         "b": "a.gap_top1", "variant": "saol", "headline": True}])
+    study = st.load_study(path)
+    fake_run(tmp_path / "out/runs", "a-saol-s0", {"saol_top1": 91.0, "gap_top1": 90.0})
+    results = st.collect(study, tmp_path / "out")
+    report = st.write_report(study, tmp_path / "out", st.summarize(study, results), results, {}).read_text()
+    line = next(x for x in report.splitlines() if x.startswith("- SAOL − GAP: "))
+    assert readme.read_text() == text.replace(stale[0], line)
+    assert "+1.00" in line and "too few seeds" in line
+    assert not rp.update_readme_headline("elsewhere", ["- x"], readme) and readme.read_text() == text.replace(stale[0], line)
+    readme.write_text("<!-- headline out -->\n- a\n")
+    with pytest.raises(ValueError, match="no `<!-- /headline -->`"):
+        rp.update_readme_headline("out", ["- b"], readme)
+
+
 def test_curves_name_variants_in_the_study_order_and_keep_a_colour_per_variant():
     import matplotlib.colors as mcolors
     from saol_core import viz

@@ -434,6 +434,25 @@ def headlines(study: Study, compared) -> list[str]:
     return lines
 
 
+def update_readme_headline(folder: str, lines: list[str], readme: Path | None = None) -> bool:
+    """Replace the lines between ``<!-- headline FOLDER -->`` and ``<!-- /headline -->`` in the project README
+    with this report's headline ``lines``, so that the README quotes the numbers the report holds now. False
+    (README untouched) where it has no such block."""
+    from ..runs import atomic_write_text
+    readme = readme or ROOT / "README.md"
+    start, end = f"<!-- headline {folder} -->", "<!-- /headline -->"
+    text = readme.read_text() if readme.exists() else ""
+    if start not in text:
+        return False
+    head, rest = text.split(start, 1)
+    if end not in rest:
+        raise ValueError(f"{readme}: `{start}` has no `{end}` after it")
+    new = head + start + "\n" + "".join(f"{line}\n" for line in lines) + end + rest.split(end, 1)[1]
+    if new != text:
+        atomic_write_text(readme, new)
+    return True
+
+
 def _is_smoke(study: Study) -> bool:
     return study.overlay is not None or "smoke" in Path(study.path).parts
 
@@ -472,8 +491,10 @@ def write_report(study: Study, out: str | Path, summary, results, figures: dict[
         parts += ["> **Smoke run: not a result.** Tiny models trained for a few steps on stand-in data, to check "
                   "that the study runs end to end; no number here says anything about SAOL.", ""]
     if study.comparisons and len(compared):
+        lines = headlines(study, compared)
         parts += [f"**Headline** (paired Δ of the final epoch's metrics [{LEVEL:.0%} CI], verdict on sign and size, "
-                  "n seeds and their hardware class; the paper's Δ):", "", *headlines(study, compared), ""]
+                  "n seeds and their hardware class; the paper's Δ):", "", *lines, ""]
+        update_readme_headline(rel, lines)
     parts += [f"Source: {study.source}", ""]
     if study.setting:
         parts += [study.setting.strip(), ""]
