@@ -166,10 +166,15 @@ def hardware_class(device: str | None, hardware: dict | None, amp: str | None, t
     return f"{kind} {chip} · {amp} · torch {'.'.join(torch_version.split('+')[0].split('.')[:2])}"
 
 
+def cpu_name(hardware: dict | None) -> str:
+    """A hardware record's CPU name as a reader writes it ("Intel Xeon Processor", no (R)/(TM)); "" when unrecorded."""
+    return ((hardware or {}).get("cpu") or "").replace("(R)", "").replace("(TM)", "")
+
+
 def cpu_vendor(hardware: dict | None) -> str | None:
     """"AMD", "Intel", ... from a hardware record's CPU name (None when unrecorded)."""
-    name = (hardware or {}).get("cpu") or ""
-    return name.split()[0].replace("(R)", "") if name.split() else None
+    name = cpu_name(hardware).split()
+    return name[0] if name else None
 
 
 def command_line() -> str:

@@ -10,7 +10,7 @@ from typing import Any
 
 from .. import markdown
 from ..config import make_config
-from ..runs import cpu_vendor, hardware_class, read_json
+from ..runs import cpu_name, cpu_vendor, hardware_class, read_json
 from ..wsol.maps import KINDS
 from .spec import ACROSS, ROOT, Study, expand, project_path, run_status
 from .stats import LEVEL, VERDICTS, half_width, paired, verdict
@@ -31,8 +31,7 @@ def _hardware(record: dict) -> str | None:
     if not record:
         return None
     cores = f"{record['cpu_count']} cores" + (f", {record['cpu_capability']}" if record.get("cpu_capability") else "")
-    cpu = record["cpu"].replace("(R)", "").replace("(TM)", "")
-    return f"{cpu} ({cores})" + (f" + {record['gpu']}" if record.get("gpu") else "")
+    return f"{cpu_name(record)} ({cores})" + (f" + {record['gpu']}" if record.get("gpu") else "")
 
 
 def _run_times(done) -> str:

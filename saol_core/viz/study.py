@@ -32,11 +32,10 @@ def training_curves(history: pd.DataFrame | list[dict], facet: str | None = None
         names = variants or {}
         order = list(names) + sorted(set(df["variant"]) - set(names))
         df["variant"] = pd.Categorical(df["variant"].map(lambda v: names.get(v, v)), [names.get(v, v) for v in order])
-    heads = TOP1_HEADS
-    keep = [c for c in df if c not in heads]
-    test = df.melt(id_vars=keep, value_vars=[c for c in heads if c in df], var_name="head",
+    keep = [c for c in df if c not in TOP1_HEADS]
+    test = df.melt(id_vars=keep, value_vars=[c for c in TOP1_HEADS if c in df], var_name="head",
                    value_name="top1").dropna(subset=["top1"])
-    test["head"] = test["head"].map(heads)
+    test["head"] = test["head"].map(TOP1_HEADS)
     by_variant = "variant" in df and df["variant"].nunique() > 1
     # a variant keeps its colour in every panel (loss and top-1) and the head is the line style; with one
     # variant the head is the colour
@@ -61,7 +60,7 @@ def training_curves(history: pd.DataFrame | list[dict], facet: str | None = None
             sns.lineplot(test_part, x="epoch", y="top1", hue=colour, palette=palette,
                          hue_order=[k for k in palette if k in set(test_part[colour])],
                          style="head" if by_variant else None,
-                         style_order=[h for h in heads.values() if h in set(test_part["head"])] if by_variant else None,
+                         style_order=[h for h in TOP1_HEADS.values() if h in set(test_part["head"])] if by_variant else None,
                          dashes={"SAOL": "", "GAP-FC": (4, 2)} if by_variant else True,
                          errorbar="sd", marker=marker, ax=ax_acc)
             name = "" if value is None else textwrap.fill((labels or {}).get(value, str(value)), 30)
