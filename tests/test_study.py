@@ -738,11 +738,12 @@ def test_a_report_without_intervals_says_nothing_about_their_multiplicity(tmp_pa
     assert "| SAOL − GAP | +1.00 (n=1) | — | too few seeds |" in report and "no correction for" not in report
 
 
-def test_the_project_readme_quotes_each_report_headline_as_the_report_holds_it(tmp_path, monkeypatch):
+def test_the_project_readme_quotes_each_report_headline_and_run_count_as_the_report_holds_them(tmp_path, monkeypatch):
     from saol_core.study import report as rp
     readme = tmp_path / "README.md"
     stale = ["- SAOL − GAP: +9.99, **old** (n=1)"]
     text = "\n".join(["intro", "<!-- headline out -->", *stale, "<!-- /headline -->", "between",
+                      "| out | <!-- runs out -->0 of 9<!-- /runs --> finished | <!-- runs other -->1 of 2<!-- /runs --> |",
                       "<!-- headline other -->", "- untouched", "<!-- /headline -->", "end", ""])
     readme.write_text(text)
     monkeypatch.setattr(rp, "ROOT", tmp_path)   # this README, and the report folder tmp_path/out is "out"
@@ -753,12 +754,13 @@ def test_the_project_readme_quotes_each_report_headline_as_the_report_holds_it(t
     results = st.collect(study, tmp_path / "out")
     report = st.write_report(study, tmp_path / "out", st.summarize(study, results), results, {}).read_text()
     line = next(x for x in report.splitlines() if x.startswith("- SAOL − GAP: "))
-    assert readme.read_text() == text.replace(stale[0], line)
+    expected = text.replace(stale[0], line).replace("0 of 9", f"1 of {len(results)}")
+    assert len(results) == 4 and readme.read_text() == expected   # rows a, b x two variants, seed 0
     assert "+1.00" in line and "too few seeds" in line
-    assert not rp.update_readme_headline("elsewhere", ["- x"], readme) and readme.read_text() == text.replace(stale[0], line)
+    assert not rp.update_readme_block("headline", "elsewhere", "\n- x\n", readme) and readme.read_text() == expected
     readme.write_text("<!-- headline out -->\n- a\n")
     with pytest.raises(ValueError, match="no `<!-- /headline -->`"):
-        rp.update_readme_headline("out", ["- b"], readme)
+        rp.update_readme_block("headline", "out", "\n- b\n", readme)
 
 
 def test_curves_name_variants_in_the_study_order_and_keep_a_colour_per_variant():

@@ -433,20 +433,21 @@ def headlines(study: Study, compared) -> list[str]:
     return lines
 
 
-def update_readme_headline(folder: str, lines: list[str], readme: Path | None = None) -> bool:
-    """Replace the lines between ``<!-- headline FOLDER -->`` and ``<!-- /headline -->`` in the project README
-    with this report's headline ``lines``, so that the README quotes the numbers the report holds now. False
-    (README untouched) where it has no such block."""
+def update_readme_block(kind: str, folder: str, content: str, readme: Path | None = None) -> bool:
+    """Replace what stands between ``<!-- KIND FOLDER -->`` and the next ``<!-- /KIND -->`` in the project
+    README with ``content``, so that the README quotes what the report in ``FOLDER`` holds now (``headline``:
+    its headline lines; ``runs``: how many of its runs have finished). False (README untouched) where it has
+    no such block."""
     from ..runs import atomic_write_text
     readme = readme or ROOT / "README.md"
-    start, end = f"<!-- headline {folder} -->", "<!-- /headline -->"
+    start, end = f"<!-- {kind} {folder} -->", f"<!-- /{kind} -->"
     text = readme.read_text() if readme.exists() else ""
     if start not in text:
         return False
     head, rest = text.split(start, 1)
     if end not in rest:
         raise ValueError(f"{readme}: `{start}` has no `{end}` after it")
-    new = head + start + "\n" + "".join(f"{line}\n" for line in lines) + end + rest.split(end, 1)[1]
+    new = head + start + content + end + rest.split(end, 1)[1]
     if new != text:
         atomic_write_text(readme, new)
     return True
@@ -493,7 +494,8 @@ def write_report(study: Study, out: str | Path, summary, results, figures: dict[
         lines = headlines(study, compared)
         parts += [f"**Headline** (paired Δ of the final epoch's metrics [{LEVEL:.0%} CI], verdict on sign and size, "
                   "n seeds and their hardware class; the paper's Δ):", "", *lines, ""]
-        update_readme_headline(rel, lines)
+        update_readme_block("headline", rel, "\n" + "".join(f"{line}\n" for line in lines))
+    update_readme_block("runs", rel, f"{len(done)} of {len(results)}")
     parts += [f"Source: {study.source}", ""]
     if study.setting:
         parts += [study.setting.strip(), ""]
