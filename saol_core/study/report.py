@@ -490,12 +490,10 @@ def write_report(study: Study, out: str | Path, summary, results, figures: dict[
     if _is_smoke(study):
         parts += ["> **Smoke run: not a result.** Tiny models trained for a few steps on stand-in data, to check "
                   "that the study runs end to end; no number here says anything about SAOL.", ""]
-    if study.comparisons and len(compared):
-        lines = headlines(study, compared)
+    lines = headlines(study, compared) if study.comparisons and len(compared) else None
+    if lines is not None:
         parts += [f"**Headline** (paired Δ of the final epoch's metrics [{LEVEL:.0%} CI], verdict on sign and size, "
                   "n seeds and their hardware class; the paper's Δ):", "", *lines, ""]
-        update_readme_block("headline", rel, "\n" + "".join(f"{line}\n" for line in lines))
-    update_readme_block("runs", rel, f"{len(done)} of {len(results)}")
     parts += [f"Source: {study.source}", ""]
     if study.setting:
         parts += [study.setting.strip(), ""]
@@ -515,6 +513,10 @@ def write_report(study: Study, out: str | Path, summary, results, figures: dict[
                                                   "train images/s", "executed notebook"], runs)]
     atomic_write_text(out / "table.md", f"## {study.title}\n\n" + "\n".join(tables) + "\n")
     atomic_write_text(out / "README.md", "\n".join(parts) + "\n")
+    # the project README quotes this report only once the report itself is written
+    if lines is not None:
+        update_readme_block("headline", rel, "\n" + "".join(f"{line}\n" for line in lines))
+    update_readme_block("runs", rel, f"{len(done)} of {len(results)}")
     shown = {project_path(path).resolve() for path in figures.values()}
     for stale in sorted((out / "figures").glob("*.png")):   # drawn from runs the report no longer holds
         if stale.resolve() not in shown:
