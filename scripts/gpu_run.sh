@@ -5,7 +5,7 @@
 # call, on this machine or a later one, resumes where this one stopped). README: "A GPU session".
 #
 #   scripts/gpu_run.sh OUT [STUDY] [MINUTES]
-#   scripts/gpu_run.sh "$OUT" params/cifar10_resnet20_long.yaml 7
+#   scripts/gpu_run.sh "$OUT" params/cifar10_resnet20_200ep.yaml 7
 #
 # Environment: JOBS runs sharing the GPU (12); DEVICE cuda (cpu rehearses the whole script on a CPU);
 # COMPILE true (the study's runs take the graphed step, train.compile; false = eager);
@@ -15,7 +15,7 @@
 # torch version is part of each run's hardware class, so GPU runs go to a report folder of their own.
 set -euo pipefail
 out=${1:?usage: scripts/gpu_run.sh OUT [STUDY] [MINUTES]}
-study=${2:-params/cifar10_resnet20_long.yaml}
+study=${2:-params/cifar10_resnet20_200ep.yaml}
 minutes=${3:-7}
 jobs=${JOBS:-12}
 device=${DEVICE:-cuda}
