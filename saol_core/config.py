@@ -198,6 +198,10 @@ class TrainConfig:
     fine-tune with a larger head resolution (model.output_stride) as the paper's WSOL experiment did."""
     checkpoint_every: int = 1
     """Write checkpoint.pt every this many epochs (the last epoch and every new best always)."""
+    checkpoint_minutes: float = 10.0
+    """Also write checkpoint.pt inside an epoch once this many minutes have passed since the last one, so that
+    a kill loses at most that much of a long epoch; the resume continues from that step bit-identically.
+    0 = at epoch ends only. Single-process runs (under torchrun only rank 0's random state would be saved)."""
     progress: bool = True
     """tqdm bars; off for quiet batch runs."""
 
@@ -268,6 +272,7 @@ class ExperimentConfig:
             (self.train.eval_every >= 1, "train.eval_every must be >= 1 (the last epoch is always evaluated)"),
             (self.train.checkpoint_every >= 1,
              "train.checkpoint_every must be >= 1 (the last epoch is always checkpointed)"),
+            (self.train.checkpoint_minutes >= 0, "train.checkpoint_minutes must be >= 0 (0 = at epoch ends only)"),
             (self.train.max_steps is None or self.train.max_steps >= 1,
              "train.max_steps must be >= 1, or null for whole epochs"),
             (self.train.eval_batches is None or self.train.eval_batches >= 1,

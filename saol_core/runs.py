@@ -249,6 +249,10 @@ class RunFolder:
     def unlock(self) -> None:
         lock = self.__dict__.pop("_lock", None)
         if lock is not None:
+            import fcntl
+            # explicitly: data-loader workers forked while it was held share the descriptor, and closing ours
+            # alone would leave the folder locked while they live (e.g. after a KeyboardInterrupt in a notebook)
+            fcntl.flock(lock, fcntl.LOCK_UN)
             lock.close()
 
     def start(self, cfg: ExperimentConfig, device: torch.device | str, resume: bool) -> dict | None:
@@ -297,7 +301,7 @@ class RunFolder:
 
 # Settings that change how a run is executed, displayed or described, not what it computes.
 _EXECUTION_KEYS = {"progress", "threads", "workers", "device", "eval_batches", "cache_dir", "root",
-                   "out_dir", "download", "source"}
+                   "out_dir", "download", "source", "checkpoint_every", "checkpoint_minutes"}
 
 
 def _comparable(flat: dict) -> dict:

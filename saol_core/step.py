@@ -233,6 +233,12 @@ class LossMeter:
             self.sums[k] = self.sums[k] + v if k in self.sums else v
             self.counts[k] = self.counts.get(k, 0) + 1
 
+    def state_dict(self) -> dict:
+        return {"sums": dict(self.sums), "counts": dict(self.counts)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sums, self.counts = dict(state["sums"]), dict(state["counts"])
+
     def running(self, key: str = "total") -> float:
         """Mean of ``key`` so far (a host read)."""
         return self.sums[key].item() / self.counts[key]

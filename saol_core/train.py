@@ -7,7 +7,10 @@ exact resume. One entry point for one CPU, one GPU or many GPUs (torchrun + Dist
 GPU-first: data stay on the device, losses are accumulated on the device and read back only every
 ``CHECK_EVERY`` steps (finite check + progress bar), never with a per-step ``.item()``.
 Determinism: every random stream is re-seeded from (seed, epoch, rank) at the start of each epoch, so
-a run resumed from an epoch checkpoint replays exactly what an uninterrupted run would have done.
+a run resumed from an epoch checkpoint replays exactly what an uninterrupted run would have done. A
+checkpoint written inside an epoch (``train.checkpoint_minutes``) also holds the step reached and the
+generators' states then; the loaders give any epoch's batches from any position, so the resume continues
+from that step just as exactly.
 """
 from __future__ import annotations
 
@@ -84,6 +87,17 @@ def _distributed() -> tuple[int, int, int]:
 
 def _seed(cfg: ExperimentConfig, epoch: int, rank: int, stream: int) -> int:
     return ((cfg.seed * 1_000_003 + epoch) * 257 + rank) * 7 + stream
+
+
+def _get_rng(device: torch.device) -> dict:
+    return {"cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def _set_rng(rng: dict, device: torch.device) -> None:
+    torch.set_rng_state(rng["cpu"].cpu())
+    if rng["cuda"] is not None:
+        torch.cuda.set_rng_state(rng["cuda"].cpu(), device)
 
 
 def _primary(metrics: dict) -> float:
@@ -180,33 +194,48 @@ def _loop(cfg: ExperimentConfig, run: RunFolder, data, model: SAOLModel, device:
     start_epoch, state = 0, {"best": None, "best_epoch": None, "wall_time_s": 0.0, "images": 0,
                              "train_time_s": 0.0, "last_eval": None}
     history: list[dict] | None = []   # metrics rows of the epochs before start_epoch (None: unknown, older checkpoint)
+    partial = None                    # where a checkpoint written inside epoch start_epoch + 1 left it
     if ckpt is not None:
         _load_weights(model, ckpt["model"], run.checkpoint,
                       "pass --no-resume to start this run over, or pick another name=...")
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
-        start_epoch, state, history = ckpt["epoch"], ckpt["state"], ckpt.get("metrics")
+        start_epoch, state, history, partial = ckpt["epoch"], ckpt["state"], ckpt.get("metrics"), ckpt.get("partial")
+        if partial is not None and partial["world_size"] != world:
+            raise ConfigError(f"{run.checkpoint} was written inside epoch {start_epoch + 1} by a run of "
+                              f"{partial['world_size']} process(es); resume it with as many, or pass --no-resume")
         if rank == 0:
-            print(f"[saol] resuming {run.path} from epoch {start_epoch}", file=sys.stderr)
+            where = f"epoch {start_epoch}" if partial is None else f"step {partial['step']} of epoch {start_epoch + 1}"
+            print(f"[saol] resuming {run.path} from {where}", file=sys.stderr)
             _repair_best(run, ckpt)
     if rank == 0:
         history = _restore_metrics(run, start_epoch, history)
 
     show = cfg.train.progress and rank == 0
+    # checkpoints inside an epoch: one process only, whose random state is all there is to save
+    every_s = cfg.train.checkpoint_minutes * 60 if world == 1 else 0.0
+    saved_at = time.perf_counter()
 
     for epoch in range(start_epoch, cfg.train.epochs):
-        t0 = time.perf_counter()
         torch.manual_seed(_seed(cfg, epoch, rank, 0))         # dropout, ShakeDrop
         mix_gen = torch.Generator().manual_seed(_seed(cfg, epoch, rank, 1))
         meter = LossMeter()
         model.hold_backbone(epoch < cfg.train.freeze_backbone_epochs)
         model.train()
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", unit="step",
+        first, images_seen, spent = 0, 0, 0.0
+        if partial is not None:
+            first, images_seen, spent = partial["step"], partial["images"], partial["train_time_s"]
+            meter.load_state_dict(partial["meter"])
+            mix_gen.set_state(partial["mix_rng"].cpu())
+        t0 = time.perf_counter() - spent
+        bar = tqdm(total=steps_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", unit="step",
                    disable=not show, leave=False, dynamic_ncols=True)
-        images_seen = 0
-        for step, (images, labels, _) in enumerate(data.train.epoch(epoch)):
+        for step, (images, labels, _) in enumerate(data.train.epoch(epoch, first), start=first):
             if step >= steps_per_epoch:
                 break
+            if partial is not None:   # only now: starting a worker loader's pass draws from the global generator
+                _set_rng(partial["rng"], device)
+                partial = None
             meter.add(step_fn(images, labels, cutmix(images, cfg.loss.cutmix_prob, cfg.loss.cutmix_beta, mix_gen)))
             images_seen += labels.shape[0]
             if (step + 1) % CHECK_EVERY == 0 or step + 1 == steps_per_epoch:
@@ -217,6 +246,13 @@ def _loop(cfg: ExperimentConfig, run: RunFolder, data, model: SAOLModel, device:
                         f"optim.lr, set optim.grad_clip, or check the data.")
                 bar.set_postfix(loss=f"{running:.3f}", img_s=f"{images_seen * world / (time.perf_counter() - t0):.0f}")
             bar.update(1)
+            if every_s and step + 1 < steps_per_epoch and time.perf_counter() - saved_at >= every_s:
+                inside = {"step": step + 1, "images": images_seen, "train_time_s": time.perf_counter() - t0,
+                          "meter": meter.state_dict(), "mix_rng": mix_gen.get_state(), "rng": _get_rng(device),
+                          "world_size": world}
+                atomic_save({**_checkpoint(model, optimizer, scheduler, epoch, state, data, history),
+                             "partial": inside}, run.checkpoint)
+                saved_at = time.perf_counter()
         bar.close()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -248,6 +284,7 @@ def _loop(cfg: ExperimentConfig, run: RunFolder, data, model: SAOLModel, device:
             # the resume will run again
             if last or new_best or (epoch + 1) % cfg.train.checkpoint_every == 0:
                 atomic_save(_checkpoint(model, optimizer, scheduler, epoch + 1, state, data, history), run.checkpoint)
+                saved_at = time.perf_counter()
             if new_best:
                 atomic_save(_best(model.state_dict(), epoch + 1, state["best"], data.num_classes, data.class_names),
                             run.best)
@@ -301,7 +338,7 @@ def _repair_best(run: RunFolder, ckpt: dict) -> None:
     """Make best.pt the checkpoint's best epoch: a kill after the checkpoint of a new best and before best.pt
     leaves the checkpoint's own weights as the best ones."""
     best_epoch = ckpt["state"].get("best_epoch")
-    if best_epoch != ckpt["epoch"]:
+    if best_epoch != ckpt["epoch"] or ckpt.get("partial") is not None:   # a step inside an epoch holds no epoch's weights
         return
     if run.best.exists() and load_checkpoint(run.best).get("epoch") == best_epoch:
         return

@@ -23,8 +23,8 @@ from saol_core.data.stream import TrainTransform
 
 from real_data import REAL_DATA, needs
 
-def collect(loader, epoch):
-    xs, ys, idx = zip(*loader.epoch(epoch))
+def collect(loader, epoch, start=0):
+    xs, ys, idx = zip(*loader.epoch(epoch, start))
     return torch.cat(xs), torch.cat(ys), torch.cat(idx)
 
 
@@ -100,6 +100,8 @@ def test_device_loader_deterministic_per_seed_and_epoch():
         assert torch.equal(x, y)
     assert not torch.equal(collect(a, 3)[2], collect(a, 4)[2])
     assert not torch.equal(collect(a, 3)[2], collect(device_loader(seed=1), 3)[2])
+    bs = a.batch_size   # a resume inside an epoch: batches from 2 on equal the whole epoch's from 2 on
+    assert all(torch.equal(u[2 * bs:], v) for u, v in zip(collect(a, 3), collect(b, 3, start=2)))
 
 
 def test_device_loader_visits_each_index_once():
@@ -230,6 +232,9 @@ def test_stream_loader_eval_center_crop_and_deterministic_train(tmp_path):
     assert len(e3[2].unique()) == 12
     workers = build_data(DataConfig(**{**cfg.__dict__, "workers": 2}), seed=0, batch_size=4)
     assert all(torch.equal(u, v) for u, v in zip(e3, collect(workers.train, 3)))  # independent of workers
+    later = collect(workers.train, 3, start=1)   # a resume inside the epoch: the same batches from there on
+    assert all(torch.equal(u[4:], v) for u, v in zip(e3, later)) and len(later[2]) == 8
+    assert all(torch.equal(u, v) for u, v in zip(e3, collect(workers.train, 3)))  # and the next pass is whole again
 
 
 def test_random_resized_crop_params_in_range():

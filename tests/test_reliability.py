@@ -178,10 +178,12 @@ main(sys.argv[4:])
 
 
 @pytest.mark.slow
-def test_random_kills_including_during_writes_resume_bit_identical(tmp_path):
+# checkpoints at epoch ends; or after every step as well (each kill then loses less: more epochs to kill in)
+@pytest.mark.parametrize("minutes, epochs", [("10", 3), ("1e-9", 6)])
+def test_random_kills_including_during_writes_resume_bit_identical(tmp_path, minutes, epochs):
     """SIGKILL at random moments (mid-step, mid checkpoint/metrics/summary write), then the same command
     until it finishes: weights and metrics equal an uninterrupted run's."""
-    args = ["-", *TINY, "train.epochs=3", "data.train_size=128", "model.heads=saol+gap", "model.mask_head=true",
+    args = ["-", *TINY, f"train.checkpoint_minutes={minutes}", f"train.epochs={epochs}", "data.train_size=128", "model.heads=saol+gap", "model.mask_head=true",
             "loss.cutmix_prob=0.5", "loss.w_ss1=1", "loss.w_ss2=1", f"out_dir={tmp_path}", "--quiet"]
     assert cli("saol_core.train", *args, "name=straight").returncode == 0
     rng = random.Random(0)
@@ -204,6 +206,70 @@ def test_random_kills_including_during_writes_resume_bit_identical(tmp_path):
     strip = lambda rows: [{k: v for k, v in r.items() if k not in ("images_per_s", "elapsed_s")} for r in rows]
     assert strip(a.read_metrics()) == strip(b.read_metrics())
     assert not list(b.path.glob(".*.tmp"))
+
+
+class Killed(Exception):
+    """Stands for a SIGKILL: raised inside a training step, after the checkpoints written before it."""
+
+
+@pytest.mark.parametrize("data", ["resident", "streamed"])
+def test_a_kill_inside_an_epoch_resumes_from_its_last_step_bit_identical(tmp_path, monkeypatch, capsys, data):
+    """With a checkpoint after every step (checkpoint_minutes ~ 0), a kill in epoch 2 resumes from the step
+    before it, not from the epoch's start, and weights, metrics and best.pt equal an uninterrupted run's.
+    ShakeDrop draws from the global generator, CutMix from its own and a worker loader's pass from the global
+    one again: all of them must come back."""
+    import saol_core.step as step_module
+    extra = ["model.backbone=pyramidnet11_24", "model.shakedrop=0.5", "model.heads=saol+gap", "loss.cutmix_prob=0.5",
+             "loss.w_ss2=1", "train.eval_every=1"]
+    if data == "streamed":   # 12 training images in batches of 4: 3 steps per epoch, as the resident 96 in 32s
+        extra += [f"data.root={folder_dataset(tmp_path / 'ds')}", "data.dataset=folder", "data.device_resident=false",
+                  "data.workers=2", "train.batch_size=4", f"data.cache_dir={tmp_path / 'cache'}"]
+    train(tiny(tmp_path, "straight", *extra))
+    cfg = tiny(tmp_path, "killed", *extra, "train.checkpoint_minutes=1e-9")
+    real, calls = step_module.compute_losses, {"n": 0}
+
+    def dying(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:   # epoch 2's second step
+            raise Killed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(step_module, "compute_losses", dying)
+    with pytest.raises(Killed):
+        train(cfg)
+    monkeypatch.undo()
+    a, b = runs.RunFolder(tmp_path / "straight"), runs.RunFolder(tmp_path / "killed")
+    ckpt = runs.load_checkpoint(b.checkpoint)
+    assert ckpt["epoch"] == 1 and ckpt["partial"]["step"] == 1
+    train(cfg)
+    assert f"resuming {b.path} from step 1 of epoch 2" in capsys.readouterr().err
+    for name in ("checkpoint", "best"):
+        wa, wb = (runs.load_checkpoint(getattr(f, name))["model"] for f in (a, b))
+        assert all(torch.equal(wa[k], wb[k]) for k in wa), name
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("images_per_s", "elapsed_s")} for r in rows]
+    assert strip(a.read_metrics()) == strip(b.read_metrics())
+    assert "partial" not in runs.load_checkpoint(b.checkpoint)
+
+
+def test_a_checkpoint_from_inside_an_epoch_is_refused_by_another_number_of_processes(tmp_path, monkeypatch):
+    cfg = tiny(tmp_path, "w", "train.checkpoint_minutes=1e-9", "train.epochs=1")
+    import saol_core.step as step_module
+    real, calls = step_module.compute_losses, {"n": 0}
+
+    def dying(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise Killed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(step_module, "compute_losses", dying)
+    with pytest.raises(Killed):
+        train(cfg)
+    folder = runs.RunFolder(tmp_path / "w")
+    ckpt = runs.load_checkpoint(folder.checkpoint)
+    runs.atomic_save({**ckpt, "partial": {**ckpt["partial"], "world_size": 2}}, folder.checkpoint)
+    with pytest.raises(ConfigError, match="written inside epoch 1 by a run of 2 process"):
+        train(cfg)
 
 
 # ---------------------------------------------------------------- configs

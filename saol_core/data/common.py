@@ -138,7 +138,10 @@ class Loader:
         """Batches per epoch on this rank."""
         return num_batches(self.size, self.batch_size, self.rank, self.world_size, self.train)
 
-    def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        """Batches ``start``, ``start`` + 1, ... of ``epoch``: (B,C,H,W) normalized images, (B,) labels, (B,)
+        dataset indices. A batch depends only on (seed, epoch, position), so ``start`` > 0 gives the same
+        batches as skipping that many (a resume inside an epoch)."""
         raise NotImplementedError
 
     def _order(self, generator: torch.Generator) -> Tensor:

@@ -78,13 +78,13 @@ class DeviceLoader(Loader):
         out = self.images[idx[:, None, None], rows.clamp(0, H - 1)[:, :, None], cols.clamp(0, W - 1)[:, None, :]]
         return out * inside[..., None]
 
-    def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         plan = self.plan(epoch)
         pin = self.device.type == "cuda"
         order, dy, dx, flip = (t.pin_memory().to(self.device, non_blocking=True) if pin else t.to(self.device)
                                for t in (plan.order, plan.dy, plan.dx, plan.flip))
         bs = self.batch_size
-        for b in range(len(self)):
+        for b in range(start, len(self)):
             sl = slice(b * bs, (b + 1) * bs)
             idx = order[sl]
             x = self.gather(idx, dy[sl], dx[sl], flip[sl]).permute(0, 3, 1, 2).contiguous()

@@ -113,19 +113,20 @@ class _Files(Dataset):
 
 
 class _PlanSampler:
-    """Batch sampler replaying ``loader.plan(epoch)``; the loader sets ``epoch`` before iterating."""
+    """Batch sampler replaying ``loader.plan(epoch)`` from batch ``start``; the loader sets both before
+    iterating."""
 
     def __init__(self, loader: "StreamLoader"):
-        self.loader, self.epoch = loader, 0
+        self.loader, self.epoch, self.start = loader, 0, 0
 
     def __len__(self) -> int:
-        return len(self.loader)
+        return len(self.loader) - self.start
 
     def __iter__(self):
         order, seeds = self.loader.plan(self.epoch)
         keys = list(zip(order.tolist(), seeds.tolist()))
         bs = self.loader.batch_size
-        for b in range(len(self)):
+        for b in range(self.start, len(self.loader)):
             yield keys[b * bs:(b + 1) * bs]
 
 
@@ -156,12 +157,12 @@ class StreamLoader(Loader):
         keep = rank_positions(self.size, self.batch_size, self.rank, self.world_size, self.train)
         return order[keep], seeds[keep]
 
-    def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         if self._loader is None:
             self._loader = DataLoader(self._dataset, batch_sampler=self._sampler, num_workers=self.workers,
                                       persistent_workers=self.workers > 0, worker_init_fn=_worker_init,
                                       pin_memory=self.device.type == "cuda")
-        self._sampler.epoch = epoch
+        self._sampler.epoch, self._sampler.start = epoch, start
         try:
             for img, label, index, offset in self._loader:
                 img, label, index, offset = (t.to(self.device, non_blocking=True) for t in (img, label, index, offset))
