@@ -246,7 +246,8 @@ def _loop(cfg: ExperimentConfig, run: RunFolder, data, model: SAOLModel, device:
                         f"optim.lr, set optim.grad_clip, or check the data.")
                 bar.set_postfix(loss=f"{running:.3f}", img_s=f"{images_seen * world / (time.perf_counter() - t0):.0f}")
             bar.update(1)
-            if every_s and step + 1 < steps_per_epoch and time.perf_counter() - saved_at >= every_s:
+            if (every_s and step + 1 < steps_per_epoch and time.perf_counter() - saved_at >= every_s
+                    and math.isfinite(meter.running("total")) and _all_finite(model)):   # never save a diverged state
                 inside = {"step": step + 1, "images": images_seen, "train_time_s": time.perf_counter() - t0,
                           "meter": meter.state_dict(), "mix_rng": mix_gen.get_state(), "rng": _get_rng(device),
                           "world_size": world}
