@@ -213,13 +213,26 @@ class Killed(Exception):
     """Stands for a SIGKILL: raised inside a training step, after the checkpoints written before it."""
 
 
+def kill_at_step(monkeypatch, n):
+    """Raises Killed in the n-th training step (counted over the whole run, from 1)."""
+    import saol_core.step as step_module
+    real, calls = step_module.compute_losses, {"n": 0}
+
+    def dying(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise Killed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(step_module, "compute_losses", dying)
+
+
 @pytest.mark.parametrize("data", ["resident", "streamed"])
 def test_a_kill_inside_an_epoch_resumes_from_its_last_step_bit_identical(tmp_path, monkeypatch, capsys, data):
     """With a checkpoint after every step (checkpoint_minutes ~ 0), a kill in epoch 2 resumes from the step
     before it, not from the epoch's start, and weights, metrics and best.pt equal an uninterrupted run's.
     ShakeDrop draws from the global generator, CutMix from its own and a worker loader's pass from the global
     one again: all of them must come back."""
-    import saol_core.step as step_module
     extra = ["model.backbone=pyramidnet11_24", "model.shakedrop=0.5", "model.heads=saol+gap", "loss.cutmix_prob=0.5",
              "loss.w_ss2=1", "train.eval_every=1"]
     if data == "streamed":   # 12 training images in batches of 4: 3 steps per epoch, as the resident 96 in 32s
@@ -227,15 +240,7 @@ def test_a_kill_inside_an_epoch_resumes_from_its_last_step_bit_identical(tmp_pat
                   "data.workers=2", "train.batch_size=4", f"data.cache_dir={tmp_path / 'cache'}"]
     train(tiny(tmp_path, "straight", *extra))
     cfg = tiny(tmp_path, "killed", *extra, "train.checkpoint_minutes=1e-9")
-    real, calls = step_module.compute_losses, {"n": 0}
-
-    def dying(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 5:   # epoch 2's second step
-            raise Killed
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(step_module, "compute_losses", dying)
+    kill_at_step(monkeypatch, 5)   # epoch 2's second step
     with pytest.raises(Killed):
         train(cfg)
     monkeypatch.undo()
@@ -254,16 +259,7 @@ def test_a_kill_inside_an_epoch_resumes_from_its_last_step_bit_identical(tmp_pat
 
 def test_a_checkpoint_from_inside_an_epoch_is_refused_by_another_number_of_processes(tmp_path, monkeypatch):
     cfg = tiny(tmp_path, "w", "train.checkpoint_minutes=1e-9", "train.epochs=1")
-    import saol_core.step as step_module
-    real, calls = step_module.compute_losses, {"n": 0}
-
-    def dying(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise Killed
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(step_module, "compute_losses", dying)
+    kill_at_step(monkeypatch, 2)
     with pytest.raises(Killed):
         train(cfg)
     folder = runs.RunFolder(tmp_path / "w")
