@@ -178,7 +178,11 @@ class TrainConfig:
     """channels_last memory format for model and inputs: faster on CPU too (training step 1.29-1.36x on
     ResNet-20/110 and WRN-40-2, reports/BENCHMARKS.md). None = on for GPU only (the earlier default)."""
     compile: bool = False
-    """torch.compile the model (forward and backward); part of a run's identity."""
+    """torch.compile the training step, the SS2 teacher and the evaluation forward (CUDA graphs on one GPU).
+    How a run is executed, like ``device`` or ``threads``, not what it computes: the compiled step follows
+    the eager one up to float rounding (tests/test_step.py), so a run may resume across it and a study's
+    finished runs stay valid when it changes; each run's summary records it. Its speed-up depends on the
+    CPU (reports/BENCHMARKS.md)."""
     deterministic: bool = True
     """Deterministic kernels (exact resume on CPU); turn off for speed on GPU."""
     threads: Optional[int] = None

@@ -301,7 +301,7 @@ class RunFolder:
 
 # Settings that change how a run is executed, displayed or described, not what it computes.
 _EXECUTION_KEYS = {"progress", "threads", "workers", "device", "eval_batches", "cache_dir", "root",
-                   "out_dir", "download", "source", "checkpoint_every", "checkpoint_minutes"}
+                   "out_dir", "download", "source", "checkpoint_every", "checkpoint_minutes", "compile"}
 
 
 def _comparable(flat: dict) -> dict:

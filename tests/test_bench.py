@@ -82,6 +82,33 @@ def test_repeats_are_interleaved_and_summarized():
                      "- resnet20: full / gap+cutmix = 2.000 (target <= 1.35): MISSED"]
 
 
+def test_eager_and_compiled_are_timed_side_by_side_and_compared(monkeypatch):
+    """--eager-vs-compiled: each recipe also as '<recipe> compiled' (train.compile on), in the same interleaved
+    repeats; compiled rows are compared with the compiled baseline, and a line says how much faster each
+    compiled step is. torch.compile is recorded, not run: the wiring is under test, not inductor."""
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compiled.append(fn) or fn)
+    recipes = ["gap", "full"]
+    script = {"gap": [2.0, 2.0, 2.0], "full": [4.0, 4.0, 4.0], "gap compiled": [1.0, 2.0, 1.0],
+              "full compiled": [3.0, 2.0, 4.0]}
+    order = [99.0] * 4 + [script[r][i] for i in range(3) for r in ["gap", "full", "gap compiled", "full compiled"]]
+    it = iter(order)
+
+    def fake_timed(fn, device):
+        fn()
+        return next(it)
+    rows = bench.bench_backbone("resnet20", recipes, _args(eager_vs_compiled=True), torch.device("cpu"),
+                                clock=fake_timed)
+    assert next(it, None) is None and [r.recipe for r in rows] == list(script)
+    assert compiled, "the compiled rows ran without train.compile"
+    full_line = next(line for line in bench.rows_table(rows).splitlines() if "| full compiled |" in line)
+    assert "| 3.000 |" in full_line   # against gap compiled, not eager gap: paired time ratios [3, 1, 4]
+    from saol_core.bench.report import compile_lines
+    # paired time ratios eager / compiled: gap [2, 1, 2] -> 2.0; full [4/3, 2, 1] -> 4/3
+    assert compile_lines(rows) == ["- resnet20: gap compiled / eager (train) = 2.000x faster",
+                                   "- resnet20: full compiled / eager (train) = 1.333x faster"]
+
+
 def _official_draws_of(seed, beta, B, H, W):
     """The numbers saol_core.cutmix draws from a generator seeded with ``seed`` (apply, lam0, cy, cx, perm)."""
     g = torch.Generator().manual_seed(seed)

@@ -68,6 +68,7 @@ def test_what_a_run_did_not_use_does_not_make_it_another_experiment():
     assert config_changes(old, now) == []
     cadence = make_config(None, ["train.checkpoint_every=5", "train.checkpoint_minutes=0"]).to_dict()
     assert config_changes(cadence, now) == []   # when checkpoints are written changes nothing a run computes
+    assert config_changes(make_config(None, ["train.compile=true"]).to_dict(), now) == []   # nor how a step runs
     assert make_config(old).train.epochs == now["train"]["epochs"]   # an old config.yaml still loads
     scored = make_config(None, ["wsol.enabled=true"]).to_dict()
     assert config_changes({**scored, "wsol": {**scored["wsol"], "cam_step": 0.01}}, scored) == ["wsol.cam_step"]

@@ -4,6 +4,7 @@ import functools
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -52,8 +53,9 @@ def _kill_after(monkeypatch, n_steps):
 
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
 def test_resume_after_kill_is_bit_exact(tmp_path, monkeypatch, compiled):
-    """Also with train.compile (aot_eager here, no C++ toolchain: the same graphs as on a GPU less the
-    code generation): the compiled SGD step's lr tensors and momenta come back from the checkpoint."""
+    """Also with train.compile (aot_eager here: the same graphs as inductor's less the code generation, in
+    seconds; the generated code itself is the next test's): the compiled SGD step's lr tensors and momenta
+    come back from the checkpoint."""
     extra = []
     if compiled:
         monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
@@ -72,6 +74,28 @@ def test_resume_after_kill_is_bit_exact(tmp_path, monkeypatch, compiled):
     assert _metrics(tmp_path / "straight") == _metrics(tmp_path / "killed")
     assert summary["final"] == resumed["final"] and summary["best"] == resumed["best"]
     assert [r["epoch"] for r in _metrics(tmp_path / "killed")] == [1, 2, 3]
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="inductor's CPU code generation needs a C++ compiler (g++)")
+def test_an_inductor_compiled_cpu_run_resumes_bit_exact(tmp_path, monkeypatch):
+    """The code the CPU studies run with train.compile (inductor's generated C++, bf16 autocast, one thread):
+    killed inside epoch 2 and resumed from the checkpoint of the step before, it ends with the weights and
+    metrics of the run that was not killed, so compiled runs are deterministic and resume exactly as eager
+    ones do."""
+    extra = ["train.compile=true", "train.amp=bf16", "train.threads=1", "train.epochs=2", "data.train_size=128",
+             "train.checkpoint_minutes=1e-9", f"data.cache_dir={tmp_path / 'cache'}"]
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    summary = train(_cfg(tmp_path, "straight", *extra))
+    with monkeypatch.context() as m:
+        _kill_after(m, 128 // 32 + 2)
+        with pytest.raises(Killed):
+            train(_cfg(tmp_path, "killed", *extra))
+    assert runs.load_checkpoint(tmp_path / "killed" / "checkpoint.pt")["partial"]["step"] == 1
+    resumed = train(_cfg(tmp_path, "killed", *extra))
+    a, b = (load_run(tmp_path / name)[0].state_dict() for name in ("straight", "killed"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _metrics(tmp_path / "straight") == _metrics(tmp_path / "killed")
+    assert summary["final"] == resumed["final"] and summary["compile"] is True
 
 
 def test_run_folder_records_how_it_was_made(tmp_path):

@@ -5,6 +5,7 @@
     python -m saol_core.bench --backbones resnet20 --recipes gap+cutmix --conventional --official-loop \
         --e2e-data $SAOL_DATA/cifar10-jpeg.tar.gz
     python -m saol_core.bench --device cuda --bf16 --compile
+    python -m saol_core.bench --backbones resnet20 --recipes gap full --bf16 --threads 1 --eager-vs-compiled
 
 Recipes (``recipes.RECIPES``, each a ``make_config`` override set, trained by the training loop's own
 step, ``saol_core.step.TrainStep``): ``gap`` GAP-FC + CE; ``gap+cutmix`` GAP-FC + CutMix; ``saol`` SAOL
@@ -14,6 +15,8 @@ step, ``saol_core.step.TrainStep``): ``gap`` GAP-FC + CE; ``gap+cutmix`` GAP-FC 
 CutMix p: the paper's value for the backbone (docs/method.md §5; 1.0 where the paper has none) unless
 ``--cutmix-prob`` is given. Every recipe of a backbone has its own mixing stream, all seeded alike, so
 in every repeat all recipes draw the same boxes ("mixed" column: mixed / timed steps).
+``--eager-vs-compiled`` adds each recipe's compiled step ("<recipe> compiled", ``train.compile``) to the
+same interleaved repeats and says how much faster each one is than its eager step.
 
 Method. Model-only figures: synthetic device-resident batches (no data loading), ``--warmup`` untimed
 steps per recipe, then ``--repeats`` windows of ``--steps`` steps, recipes interleaved within each

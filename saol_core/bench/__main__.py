@@ -38,6 +38,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=d.repeats)
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast (peak measured in bf16)")
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--eager-vs-compiled", action="store_true",
+                    help="time every recipe eager and compiled, interleaved in this process (rows '<recipe> compiled')")
     ap.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=d.channels_last,
                     help="channels_last memory format (the training default)")
     ap.add_argument("--nondeterministic", action="store_true", help="train.deterministic=false (cudnn autotune)")
@@ -99,7 +101,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "image size": args.image_size or "the net's kind (32 or 224 px)",
                 "model settings": args.params or "the net's kind defaults",
                 "dtype": "bf16 autocast" if args.bf16 else "fp32", "channels_last": args.channels_last,
-                "compile": args.compile, "deterministic": not args.nondeterministic,
+                "compile": "eager and compiled, interleaved" if args.eager_vs_compiled else args.compile,
+                "deterministic": not args.nondeterministic,
                 "warm-up steps": args.warmup, "timed steps x repeats": f"{args.steps} x {args.repeats}",
                 "end-to-end epochs x repeats": f"1 x {args.e2e_repeats}" if args.conventional else "-",
                 "workers": args.workers}

@@ -35,6 +35,8 @@ PAPER_CUTMIX_P = {"wrn40_2": 0.5, "wrn28_10": 0.5, "resnet110": 1.0, "densenet_b
 """docs/method.md §5 (CutMix p per recipe); other backbones (ImageNet nets: 1.0 too) get 1.0."""
 PROFILE_PASSES = 3  # profiler passes per recipe (median per part: one pass is at the mercy of the load)
 SYNTHETIC_BATCHES = 4  # distinct synthetic batches cycled through (the step never reuses its input)
+COMPILED = " compiled"
+"""Suffix of a recipe's compiled row when eager and compiled are timed side by side."""
 
 
 @dataclass
@@ -53,6 +55,8 @@ class BenchSettings:
     """train, infer or both."""
     bf16: bool = False
     compile: bool = False
+    eager_vs_compiled: bool = False
+    """Time every recipe both eager and compiled (rows "<recipe> compiled"), interleaved in one process."""
     channels_last: bool = True
     nondeterministic: bool = False
     image_size: Optional[int] = None
@@ -131,9 +135,13 @@ def bench_backbone(backbone: str, recipes: Sequence[str], settings: BenchSetting
     """
     B, num_classes = settings.batch_size, settings.num_classes
     size = settings.image_size or kind_defaults(backbone)["size"]
-    cfgs = {r: recipe_config(backbone, r, batch_size=B, cutmix_prob=settings.cutmix_prob, device=str(device),
-                             bf16=settings.bf16, channels_last=settings.channels_last, compile=settings.compile,
-                             deterministic=not settings.nondeterministic, params=settings.params) for r in recipes}
+    compiled = ({r: False for r in recipes} | {f"{r}{COMPILED}": True for r in recipes} if settings.eager_vs_compiled
+                else {r: settings.compile for r in recipes})
+    cfgs = {name: recipe_config(backbone, name.removesuffix(COMPILED), batch_size=B, cutmix_prob=settings.cutmix_prob,
+                                device=str(device), bf16=settings.bf16, channels_last=settings.channels_last,
+                                compile=flag, deterministic=not settings.nondeterministic, params=settings.params)
+            for name, flag in compiled.items()}
+    recipes = list(cfgs)
     steps = {r: bench_step(cfg, num_classes, device) for r, cfg in cfgs.items()}
     macs = {r: count_macs(build_meta(cfg.model, num_classes), size)[1] for r, cfg in cfgs.items()}
     g = torch.Generator().manual_seed(0)
@@ -176,6 +184,7 @@ def bench_backbone(backbone: str, recipes: Sequence[str], settings: BenchSetting
             rows.append(Row(backbone, r, mode, p, f"{mixed[r]}/{settings.steps * settings.repeats}" if p else "-",
                             macs[r], ips, teacher))
     if profiles is not None:  # PROFILE_PASSES passes, recipes interleaved; median of each part
+        recipes = [r for r in recipes if not r.endswith(COMPILED)]   # the profiler's module labels need eager code
         passes: dict[str, list[dict]] = {r: [] for r in recipes}
         for _ in range(PROFILE_PASSES):
             for r in recipes:

@@ -11,7 +11,7 @@ import torchvision
 from .. import markdown
 from ..runs import atomic_write_text
 from .measure import Stats, cost_ratio
-from .recipes import PROFILE_PASSES, Row
+from .recipes import COMPILED, PROFILE_PASSES, Row
 
 TARGETS = {"resident_vs_conventional": 1.2, "saol_vs_gap": 1.10, "full_vs_gap_cutmix": 1.35, "resident_vs_official": 2.0}
 """The speed targets of the project's speed issue (CPU, 2 cores)."""
@@ -31,7 +31,9 @@ def rows_table(rows: list[Row]) -> str:
     out = []
     for row in rows:
         base = {r.recipe: r.ips.values for r in rows if r.backbone == row.backbone and r.mode == row.mode}
-        ratio = {k: f"{cost_ratio(row.ips.values, base[k]):.3f}" if k in base else "-" for k in ("gap", "gap+cutmix")}
+        same = COMPILED if row.recipe.endswith(COMPILED) else ""   # a compiled row against the compiled baseline
+        ratio = {k: f"{cost_ratio(row.ips.values, base[k + same]):.3f}" if k + same in base else "-"
+                 for k in ("gap", "gap+cutmix")}
         p = f"{row.cutmix_prob:g} ({row.mixed})" if row.cutmix_prob else "-"
         out.append([row.backbone, row.recipe, p, row.teacher, f"{row.macs / 1e9:.4f}", fmt_stats(row.ips),
                     ratio["gap"], ratio["gap+cutmix"], "-" if row.fraction is None else f"{100 * row.fraction:.1f}"])
@@ -85,6 +87,20 @@ def target_lines(rows: list[Row], pipes: dict | None) -> list[str]:
                 if recipe == "full-step-teacher":  # not the default recipe: shown for the record
                     verdict = f"would be {verdict.lower()}; not the default (SS2 teacher at the step's precision)"
                 lines.append(f"- {row.backbone}: {recipe} / {ref} = {v:.3f} (target <= {TARGETS[key]}): {verdict}")
+    return lines + pipeline_lines(pipes)
+
+
+def compile_lines(rows: list[Row]) -> list[str]:
+    """How much faster each recipe's compiled step is than its eager one (both timed in this process,
+    interleaved)."""
+    eager = {(r.backbone, r.mode, r.recipe): r.ips.values for r in rows}
+    return [f"- {r.backbone}: {r.recipe.removesuffix(COMPILED)} compiled / eager ({r.mode}) = "
+            f"{cost_ratio(eager[(r.backbone, r.mode, r.recipe.removesuffix(COMPILED))], r.ips.values):.3f}x faster"
+            for r in rows if r.recipe.endswith(COMPILED) and (r.backbone, r.mode, r.recipe.removesuffix(COMPILED)) in eager]
+
+
+def pipeline_lines(pipes: dict | None) -> list[str]:
+    lines = []
     if pipes:
         v, goal = pipes["ratio"], TARGETS["resident_vs_conventional"]
         lines.append(f"- {pipes['backbone']}: resident / conventional pipeline = {v:.2f}x (target >= {goal}x): "
@@ -132,6 +148,9 @@ def render_section(key: str, command: str, env: dict, settings: dict, rows: list
                   "averaged). forward <part> = the training forward of that module; ss2 teacher = SS2's "
                   "no-grad clean forward (the teacher's parts are inside it); backward = autograd engine.", "",
                   profile_table(profiles)]
+    faster = compile_lines(rows)
+    if faster:
+        parts += ["Compiled against eager (median img/s of the same interleaved repeats):", *faster, ""]
     targets = target_lines(rows, pipes)
     if targets:
         parts += ["Targets:", *targets, ""]

@@ -80,7 +80,7 @@ def collect(study: Study, out: str | Path):
                       "hardware": _hardware(hardware),
                       "threads": hardware.get("torch_threads"),
                       "device": summary["device"].split(":")[0] if summary.get("device") else None,
-                      "amp": summary.get("amp"),
+                      "amp": summary.get("amp"), "compiled": summary.get("compile") is True,
                       "hw_class": hardware_class(summary.get("device"), hardware, summary.get("amp"), versions.get("torch")),
                       "vendor": cpu_vendor(hardware) if str(summary.get("device", "")).startswith("cpu") else None,
                       **{m: metric_value(summary, m) if summary else None for m in metrics}})
@@ -392,11 +392,11 @@ def _rel(path: str | Path, base: Path) -> str:
 
 def _machine(results) -> str:
     """The hardware and settings the finished runs report, with how many ran on each, e.g. "AMD EPYC (2 cores),
-    cpu, 1 thread(s), bfloat16: 3 runs"."""
+    cpu, 1 thread(s), bfloat16: 3 runs" ("..., bfloat16, compiled" for train.compile)."""
     from collections import Counter
     done = results[results.status == "finished"]
-    seen = Counter(f"{r.hardware}, {r.device}, {int(r.threads)} thread(s), {r.amp}" for r in done.itertuples()
-                   if not _missing(r.hardware))
+    seen = Counter(f"{r.hardware}, {r.device}, {int(r.threads)} thread(s), {r.amp}" + ", compiled" * bool(r.compiled)
+                   for r in done.itertuples() if not _missing(r.hardware))
     return "; ".join(f"{k}: {n} run{'s' * (n > 1)}" for k, n in sorted(seen.items())) or "—"
 
 
