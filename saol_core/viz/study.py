@@ -170,7 +170,7 @@ def results_plot(summary: pd.DataFrame, results: pd.DataFrame | None = None):
             labels = summary.drop_duplicates("row").set_index("row").loc[rows, "label"]
             ax.set_yticks(np.arange(len(rows)), labels, fontsize=8)
             ax.set_title(textwrap.fill(column, 48), fontsize=9)
-            ax.set_xlabel(" / ".join(metric_label(m) for m in metrics), fontsize=8)
+            ax.set_xlabel(textwrap.fill(" / ".join(metric_label(m) for m in metrics), 56), fontsize=8)  # a panel's width
         _paper_marks(axes.flat[:len(columns)], ours, papers, share)
         axes[0, 0].invert_yaxis()
         handles = {l: h for ax in axes.flat for h, l in zip(*ax.get_legend_handles_labels())}
