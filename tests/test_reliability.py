@@ -23,6 +23,8 @@ from saol_core.data import DatasetError, build_data
 from saol_core.study import ROOT
 from saol_core.train import TrainingDiverged, train
 
+from kills import Killed, kill_at_step
+
 TINY = ["model.backbone=resnet20", "data.train_size=96", "data.test_size=32", "train.batch_size=32",
         "train.epochs=2", "train.progress=false", "train.threads=1", "optim.lr=0.05", "model.head_channels=8"]
 
@@ -207,24 +209,6 @@ def test_random_kills_including_during_writes_resume_bit_identical(tmp_path, min
     strip = lambda rows: [{k: v for k, v in r.items() if k not in ("images_per_s", "elapsed_s")} for r in rows]
     assert strip(a.read_metrics()) == strip(b.read_metrics())
     assert not list(b.path.glob(".*.tmp"))
-
-
-class Killed(Exception):
-    """Stands for a SIGKILL: raised inside a training step, after the checkpoints written before it."""
-
-
-def kill_at_step(monkeypatch, n):
-    """Raises Killed in the n-th training step (counted over the whole run, from 1)."""
-    import saol_core.step as step_module
-    real, calls = step_module.compute_losses, {"n": 0}
-
-    def dying(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == n:
-            raise Killed
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(step_module, "compute_losses", dying)
 
 
 @pytest.mark.parametrize("data", ["resident", "streamed"])

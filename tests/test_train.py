@@ -19,6 +19,8 @@ from saol_core.step import lr_factor
 from saol_core.train import TrainingDiverged, load_run, train
 from saol_core.train import main as train_main
 
+from kills import Killed, kill_at_step
+
 TINY = ["model.backbone=resnet20", "data.train_size=192", "data.test_size=64", "train.batch_size=32",
         "train.epochs=3", "train.progress=false", "train.threads=2", "optim.lr=0.05"]
 FULL_RECIPE = ["model.heads=saol+gap", "model.mask_head=true", "loss.cutmix_prob=0.5",
@@ -35,22 +37,6 @@ def _metrics(run_dir):
     return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
 
 
-class Killed(Exception):
-    pass
-
-
-def _kill_after(monkeypatch, n_steps):
-    """Make the n-th training step raise before it runs, like a kill in the middle of an epoch."""
-    real, calls = step_mod.TrainStep.__call__, {"n": 0}
-
-    def dying(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == n_steps:
-            raise Killed
-        return real(*args, **kwargs)
-    monkeypatch.setattr(step_mod.TrainStep, "__call__", dying)
-
-
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
 def test_resume_after_kill_is_bit_exact(tmp_path, monkeypatch, compiled):
     """Also with train.compile (aot_eager here: the same graphs as inductor's less the code generation, in
@@ -63,7 +49,7 @@ def test_resume_after_kill_is_bit_exact(tmp_path, monkeypatch, compiled):
     summary = train(_cfg(tmp_path, "straight", *extra))
     steps_per_epoch = 192 // 32
     with monkeypatch.context() as m:
-        _kill_after(m, steps_per_epoch + 3)                  # dies inside epoch 2
+        kill_at_step(m, steps_per_epoch + 3)                  # dies inside epoch 2
         with pytest.raises(Killed):
             train(_cfg(tmp_path, "killed", *extra))
     assert runs.load_checkpoint(tmp_path / "killed" / "checkpoint.pt")["epoch"] == 1
@@ -87,7 +73,7 @@ def test_an_inductor_compiled_cpu_run_resumes_bit_exact(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     summary = train(_cfg(tmp_path, "straight", *extra))
     with monkeypatch.context() as m:
-        _kill_after(m, 128 // 32 + 2)
+        kill_at_step(m, 128 // 32 + 2)
         with pytest.raises(Killed):
             train(_cfg(tmp_path, "killed", *extra))
     assert runs.load_checkpoint(tmp_path / "killed" / "checkpoint.pt")["partial"]["step"] == 1
