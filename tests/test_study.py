@@ -693,9 +693,9 @@ def test_localization_comparisons_say_when_a_side_is_below_the_no_model_baseline
     assert (top1.a_baseline, top1.b_baseline) == (30.0, 33.0)
     assert not bool(top1.a_below_baseline) and bool(top1.b_below_baseline)
     md = st.comparisons_markdown(study, table.reset_index())
-    assert "| same direction, larger; a below its no-model baseline (57.50) |" in md
+    assert "| same direction, larger; SAOL below its no-model baseline (57.50) |" in md
     assert ("Top-1 Loc: SAOL − CAM | +0.00 [-2.48, +2.48] (n=3) | 2.48 | no difference seen; "
-            "b below its no-model baseline (33.00) |") in md
+            "CAM below its no-model baseline (33.00) |") in md
     assert "*below its no-model baseline*" in st.verdict_legend(table)
     assert st.no_model_baseline("attention_max_box_acc_v2") == "center_max_box_acc_v2"
     assert st.no_model_baseline("cam_top1_loc") == "center_top1_loc_cam"

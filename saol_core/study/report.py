@@ -205,9 +205,17 @@ def no_model_baseline(metric: str) -> str | None:
     return f"center_top1_loc_{kind}" if rest == "top1_loc" else f"center_{rest}" if rest in BASELINED else None
 
 
+def _sides(label: str) -> tuple[str, str]:
+    """The names of a comparison's two sides, read from a label "metric: A − B" ("a", "b" where it has no
+    single " − ")."""
+    sides = label.split(": ", 1)[-1].split(" − ")
+    return (sides[0], sides[1]) if len(sides) == 2 else ("a", "b")
+
+
 def _baseline_note(c: dict) -> str:
-    """"; a below its no-model baseline (57.51)" for each side whose mean localizes worse than its own."""
-    below = [f"{side} below its no-model baseline ({_num(c[f'{side}_baseline'])})" for side in ("a", "b")
+    """"; SAOL below its no-model baseline (57.51)" for each side whose mean localizes worse than its own."""
+    below = [f"{name} below its no-model baseline ({_num(c[f'{side}_baseline'])})"
+             for side, name in zip(("a", "b"), _sides(c["comparison"]))
              if not _missing(c.get(f"{side}_below_baseline")) and bool(c[f"{side}_below_baseline"])]
     return "".join(f"; {b}" for b in below)
 
