@@ -53,8 +53,8 @@ USER_ERRORS = (ConfigError, DatasetError, RunWriteError, RunLocked, CheckpointCo
 def default_threads(available: int) -> int:
     """Threads for a CPU run when ``train.threads`` is unset: torch's default (``available``), less the cores
     other processes keep busy (the 1-minute load average, rounded), at least 1. On shared cores torch's
-    thread pool collapses (measured: a 2-thread ResNet-20 run at 26-42 img/s beside two busy processes,
-    a 1-thread run at ~150), so a busy machine gets fewer threads, never more than the free cores."""
+    thread pool collapses (`reports/BENCHMARKS.md`, "Concurrent runs"), so a busy machine gets fewer threads,
+    never more than the free cores."""
     try:
         busy = round(os.getloadavg()[0])
     except OSError:  # no load average on this platform
