@@ -809,6 +809,36 @@ def test_plateau_table_says_what_the_last_quarter_of_training_added(tmp_path):
         st.load_study(make_study(tmp_path, plateau="soon"))
 
 
+def test_a_comparison_says_which_side_s_head_has_not_plateaued(tmp_path):
+    path = make_study(tmp_path, seeds=[0, 1], plateau=1.0, comparisons=[
+        {"label": "GAP-FC: A − B", "a": "a.gap_top1", "b": "b.gap_top1", "variant": "gap", "headline": True},
+        {"label": "SAOL − GAP-FC", "a": "a.saol_top1", "b": "a.gap_top1", "variant": "saol"}])
+    study = st.load_study(path)
+    runs_dir = tmp_path / "out/runs"
+    for seed in (0, 1):
+        for row, gain in (("a", 2.0 + 0.2 * seed), ("b", 0.2)):   # row a's GAP-FC head gains +2.1, b's +0.2
+            curve = [{"epoch": e, "train_loss": 1.0, "gap_top1": 60.0} for e in (1, 3)]
+            fake_run(runs_dir, f"{row}-gap-s{seed}", {"gap_top1": 60.0 + gain},
+                     curve + [{"epoch": 4, "train_loss": 1.0, "gap_top1": 60.0 + gain}])
+        # row a, SAOL variant: the SAOL head plateaued (+0.5), its GAP-FC head did not (+1.5)
+        fake_run(runs_dir, f"a-saol-s{seed}", {"saol_top1": 70.5, "gap_top1": 61.5},
+                 [{"epoch": 3, "train_loss": 1.0, "saol_top1": 70.0, "gap_top1": 60.0},
+                  {"epoch": 4, "train_loss": 1.0, "saol_top1": 70.5, "gap_top1": 61.5}])
+    results = st.collect(study, tmp_path / "out")
+    plateau = st.plateaus(study, st.histories(tmp_path / "out", results[results.status == "finished"]))
+    table = st.comparisons(study, results, plateau).set_index("comparison")
+    assert table.loc["GAP-FC: A − B", "a_unplateaued_gain"] == pytest.approx(2.1)
+    assert math.isnan(table.loc["GAP-FC: A − B", "b_unplateaued_gain"])
+    assert math.isnan(table.loc["SAOL − GAP-FC", "a_unplateaued_gain"])
+    assert table.loc["SAOL − GAP-FC", "b_unplateaued_gain"] == pytest.approx(1.5)
+    assert "a_unplateaued_gain" not in st.comparisons(study, results)   # no plateau table: no claim either way
+    report = st.write_report(study, tmp_path / "out", st.summarize(study, results), results, {}).read_text()
+    assert "| differs; the head behind A has not plateaued (+2.10 in the last quarter) |" in report
+    assert "| differs; the head behind GAP-FC has not plateaued (+1.50 in the last quarter) |" in report
+    assert "*has not plateaued*: the head behind that side still gained" in report
+    assert "- GAP-FC: A − B: +1.90 [+0.63, +3.17], **differs**; the head behind A has not plateaued (+2.10" in report
+
+
 def test_curve_panel_titles_do_not_run_into_each_other():
     from saol_core import viz
     history = [{"run": f"{row}-s0", "row": row, "variant": "run", "seed": 0, "epoch": e, "train_loss": 1.0 / e,

@@ -212,15 +212,38 @@ def _sides(label: str) -> tuple[str, str]:
     return (sides[0], sides[1]) if len(sides) == 2 else ("a", "b")
 
 
-def _baseline_note(c: dict) -> str:
-    """"; SAOL below its no-model baseline (57.51)" for each side whose mean localizes worse than its own."""
-    below = [f"{name} below its no-model baseline ({_num(c[f'{side}_baseline'])})"
-             for side, name in zip(("a", "b"), _sides(c["comparison"]))
-             if not _missing(c.get(f"{side}_below_baseline")) and bool(c[f"{side}_below_baseline"])]
-    return "".join(f"; {b}" for b in below)
+def _side_notes(c: dict) -> str:
+    """"; SAOL below its no-model baseline (57.51)" for each side whose mean localizes worse than its own, and
+    "; the head behind CAM (X) has not plateaued (+1.20 in the last quarter)" for each side whose head had not."""
+    notes = []
+    for side, name in zip(("a", "b"), _sides(c["comparison"])):
+        if not _missing(c.get(f"{side}_below_baseline")) and bool(c[f"{side}_below_baseline"]):
+            notes.append(f"{name} below its no-model baseline ({_num(c[f'{side}_baseline'])})")
+        if not _missing(c.get(f"{side}_unplateaued_gain")):
+            notes.append(f"the head behind {name} has not plateaued ({_num(c[f'{side}_unplateaued_gain'], True)} "
+                         "in the last quarter)")
+    return "".join(f"; {n}" for n in notes)
 
 
-def comparisons(study: Study, results):
+HEAD_OF_KIND = {"saol": "SAOL", "attention": "SAOL", "spatial": "SAOL", "gap": "GAP-FC", "cam": "GAP-FC"}
+"""Which head a metric's numbers come from, by the metric's prefix (CAM is the GAP-FC head's map)."""
+
+
+def _unplateaued_gain(study: Study, plateau, row: str, variant: str, metric: str) -> float | None:
+    """What the last quarter of training added to the head behind ``metric`` in this row and variant, where
+    that head has not plateaued (``plateaus``); None where it has, or the study sets no criterion."""
+    head = HEAD_OF_KIND.get(metric.split("_", 1)[0])
+    if plateau is None or not len(plateau) or head is None:
+        return None
+    row_label = next(r.label for r in study.rows if r.name == row)
+    variant_label = next(v.label for v in study.variants if v.name == variant)
+    hit = plateau[(plateau.row == row_label) & (plateau.variant == variant_label) & (plateau["head"] == head)]
+    if not len(hit) or _missing(hit.plateaued.iloc[0]) or hit.plateaued.iloc[0]:
+        return None
+    return float(hit.gain.iloc[0])
+
+
+def comparisons(study: Study, results, plateau=None):
     """One line per ``study.comparisons`` entry and hardware class: the paired a - b over the seeds whose
     two runs share a class (``saol_core.runs.hardware_class``; a cross-class pair is never paired), its
     interval and half-width, the paper's a - b per reference and the verdict on sign and size against the
@@ -228,7 +251,8 @@ def comparisons(study: Study, results):
     ``cross_class``; ``vendors`` names the CPU makers of the paired runs where they differ. A localization
     metric (``no_model_baseline``) also gets, per side, ``a_baseline`` / ``b_baseline``: its no-model
     baseline's mean over the paired runs, and ``a_below_baseline`` / ``b_below_baseline``: that side's mean
-    localizes worse than it."""
+    localizes worse than it. With ``plateau`` (``plateaus``), a side whose head has not plateaued gets
+    ``a_unplateaued_gain`` / ``b_unplateaued_gain``: what the last quarter of training still added to it."""
     import pandas as pd
     done = results[results.status == "finished"]
 
@@ -256,6 +280,9 @@ def comparisons(study: Study, results):
             vendors = sorted({x[s][2] for x in (a, b) for s in seeds if x[s][2]})
             base = {}
             for side, (row, metric), x in (("a", c.a, a), ("b", c.b, b)):
+                gain = _unplateaued_gain(study, plateau, row, c.variant, metric)
+                if gain is not None:
+                    base[f"{side}_unplateaued_gain"] = gain
                 name = no_model_baseline(metric)
                 centre = ([v[0] for s, v in cell(row, name, c.variant).items() if s in seeds]
                           if name is not None and name in done.columns else [])
@@ -284,7 +311,7 @@ def comparisons_markdown(study: Study, table) -> str:
         notes = [] if _missing(c.get("vendors")) else [f"CPU vendors differ: {c['vendors']}"]
         notes += [f"{c['cross_class']} seed(s) on different classes left out"] if c.get("cross_class") else []
         where = ("—" if _missing(c["hw_class"]) else c["hw_class"]) + (f" ({'; '.join(notes)})" if notes else "")
-        lines.append([c["comparison"], ours, _num(c["half_width"]), c["verdict"] + _baseline_note(c), where,
+        lines.append([c["comparison"], ours, _num(c["half_width"]), c["verdict"] + _side_notes(c), where,
                       *[_num(c[f"paper:{r}"], True) for r in refs]])
     return markdown.table(head, lines)
 
@@ -298,6 +325,10 @@ def verdict_legend(table) -> str:
         legend += (" *below its no-model baseline*: that side's mean localizes worse than the centre Gaussian "
                    "(a map that ignores the image; for Top-1 Loc its box judged with the same head's "
                    "classification; its mean over the same runs in brackets), whatever the Δ.")
+    if {"a_unplateaued_gain", "b_unplateaued_gain"} & set(table):
+        legend += (" *has not plateaued*: the head behind that side still gained at least `study.plateau` points "
+                   "of top-1 over the last quarter of training (the plateau table), so that side is measured "
+                   "before its plateau.")
     return legend
 
 
@@ -436,7 +467,7 @@ def headlines(study: Study, compared) -> list[str]:
         papers = [f"{_num(c[k], True)} {k.split(':', 1)[1]}".replace(" paper", "") for k in c
                   if k.startswith("paper:") and not _missing(c[k])]
         where = "" if _missing(c["hw_class"]) else f", {c['hw_class']}"
-        lines.append(f"- {c['comparison']}: {ours}, **{c['verdict']}**{_baseline_note(c)} (n={c['n']}{where}"
+        lines.append(f"- {c['comparison']}: {ours}, **{c['verdict']}**{_side_notes(c)} (n={c['n']}{where}"
                      + (f"; paper {', '.join(papers)})" if papers else ")"))
     return lines
 
@@ -476,8 +507,10 @@ def write_report(study: Study, out: str | Path, summary, results, figures: dict[
             "difference of the means to the reference cell" + (f" (row `{study.delta_row}`)" if study.delta_row else "")
             + ", [n=runs]; the paper's numbers are means of its runs.")
     tables = [table, "", note]
+    done = results[results.status == "finished"]
+    plateau = plateaus(study, histories(out, done))
     if study.comparisons:
-        compared = comparisons(study, results)
+        compared = comparisons(study, results, plateau)
         k = int(compared.lo.notna().sum()) if len(compared) else 0
         tables += ["", comparisons_markdown(study, compared), "",
                    f"Paired Δ: mean over the seeds whose two runs share a hardware class of (a − b), with its "
@@ -489,8 +522,6 @@ def write_report(study: Study, out: str | Path, summary, results, figures: dict[
                       f"with no correction for the {k} intervals in this table: were no difference real, about "
                       f"{k * (1 - LEVEL):.1f} of them would exclude 0 by chance, so a verdict whose interval ends "
                       "near 0 is weak evidence." if k else "")]
-    done = results[results.status == "finished"]
-    plateau = plateaus(study, histories(out, done))
     if len(plateau):
         tables += ["", "**What the last quarter of training added**", "", plateaus_markdown(study, plateau)]
     rel = _rel(out, ROOT)
