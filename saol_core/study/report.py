@@ -11,7 +11,7 @@ from typing import Any
 from .. import markdown
 from ..config import make_config
 from ..runs import cpu_name, cpu_vendor, hardware_class, read_json
-from ..wsol.maps import KINDS
+from ..wsol.maps import HEAD_OF_KIND, KINDS
 from .spec import ACROSS, ROOT, Study, expand, project_path, run_status
 from .stats import LEVEL, VERDICTS, half_width, paired, verdict
 
@@ -225,14 +225,11 @@ def _side_notes(c: dict) -> str:
     return "".join(f"; {n}" for n in notes)
 
 
-HEAD_OF_KIND = {"saol": "SAOL", "attention": "SAOL", "spatial": "SAOL", "gap": "GAP-FC", "cam": "GAP-FC"}
-"""Which head a metric's numbers come from, by the metric's prefix (CAM is the GAP-FC head's map)."""
-
-
 def _unplateaued_gain(study: Study, plateau, row: str, variant: str, metric: str) -> float | None:
     """What the last quarter of training added to the head behind ``metric`` in this row and variant, where
     that head has not plateaued (``plateaus``); None where it has, or the study sets no criterion."""
-    head = HEAD_OF_KIND.get(metric.split("_", 1)[0])
+    kind = metric.split("_", 1)[0]
+    head = TOP1_HEADS.get(f"{HEAD_OF_KIND.get(kind, kind)}_top1")   # a map kind's head, or the head itself
     if plateau is None or not len(plateau) or head is None:
         return None
     row_label = next(r.label for r in study.rows if r.name == row)

@@ -27,6 +27,8 @@ from ..data.boxes import GroundTruthBoxes
 from .metrics import SelectedThresholdEvaluator, region_boxes, scoremap_ious
 
 KINDS = ("saol", "attention", "spatial", "cam", "gradcam")
+HEAD_OF_KIND = {"saol": "saol", "attention": "saol", "spatial": "saol", "cam": "gap", "gradcam": "gap"}
+"""The head each map kind comes from: the model's ``saol`` or ``gap`` head."""
 TARGETS = ("label", "pred")
 
 
@@ -134,8 +136,7 @@ def normalize_maps(maps: Tensor, size: tuple[int, int] = (224, 224)) -> Tensor:
 def available_kinds(model: nn.Module, kinds: Sequence[str]) -> list[str]:
     """The map kinds of ``kinds`` that ``model``'s heads can give (SAOL head: saol, attention, spatial;
     GAP-FC head: cam, gradcam)."""
-    has = {"saol": getattr(model, "saol", None) is not None, "gap": getattr(model, "gap", None) is not None}
-    return [k for k in kinds if has["gap" if k in ("cam", "gradcam") else "saol"]]
+    return [k for k in kinds if getattr(model, HEAD_OF_KIND[k], None) is not None]
 
 
 def evaluate_localization(model: nn.Module, loader, boxes: GroundTruthBoxes,
