@@ -46,12 +46,15 @@ lab: setup
 	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) $(ARGS)
 
 ## What a lent GPU machine lacks, for scripts/gpu_run.sh: wheels/ holds papermill, scrapbook and the Jupyter
-## kernel stack built for that machine's Python 3.12 (its image has torch, numpy, pandas, scipy, OpenCV, ...),
-## data/ the CIFAR-10 JPEG archive from $$SAOL_DATA. Both are ignored and travel in the run's carry (~34 MB).
-GPU_WHEELS := papermill scrapbook nbformat nbclient ipykernel ipython ipython_pygments_lexers jupyter_client \
-	jupyter_core traitlets pyzmq tornado comm debugpy matplotlib_inline nest_asyncio2 prompt_toolkit wcwidth \
-	pexpect ptyprocess jedi parso stack_data executing asttokens pure_eval fastjsonschema jsonschema \
-	jsonschema_specifications referencing rpds_py platformdirs entrypoints tenacity
+## kernel stack for that machine's Python 3.12 (its image has torch, numpy, pandas, scipy, OpenCV, ...): what pip
+## resolves for them less the image's packages, pinned to the versions rehearsed with DEVICE=cpu on Python 3.12
+## and torch 2.11; data/ gets the CIFAR-10 JPEG archive from $SAOL_DATA. Both are ignored (~34 MB together).
+GPU_WHEELS := papermill==2.7.0 scrapbook==0.5.0 nbformat==5.11.1 nbclient==0.11.0 ipykernel==7.4.0 ipython==9.19.1 \
+	ipython_pygments_lexers==1.1.1 jupyter_client==8.10.0 jupyter_core==5.9.1 traitlets==5.16.1 pyzmq==27.3.0 \
+	tornado==6.6.1 comm==0.2.3 debugpy==1.8.22 matplotlib_inline==0.2.2 nest_asyncio2==1.7.4 prompt_toolkit==3.0.53 \
+	wcwidth==0.9.5 pexpect==4.9.0 ptyprocess==0.7.0 jedi==0.20.1 parso==0.8.7 stack_data==0.6.3 executing==2.3.0 \
+	asttokens==3.0.2 pure_eval==0.2.4 fastjsonschema==2.22.3 jsonschema==4.26.0 jsonschema_specifications==2025.9.1 \
+	referencing==0.37.0 rpds_py==2026.9.1 platformdirs==4.14.9 entrypoints==0.4.2 tenacity==9.2.1
 GPU_PLATFORMS := manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_26_x86_64 manylinux_2_17_x86_64 \
 	manylinux2014_x86_64 manylinux1_x86_64
 gpu-bundle: setup
