@@ -100,6 +100,7 @@ timeout --signal=INT "$((minutes * 60))" $python -m saol_core.study "$study" --o
 $python -m saol_core.study "$study" --out "$runs_out" --set "train.device=$device" "train.compile=$compile" \
   --hardware "$pattern" --dry-run 2>/dev/null \
   | grep '^\[' | cut -d']' -f1 | sort | uniq -c | tee -a "$out/gpu_run.log" || true
+[ -d "$runs_out" ] || { log "the study made no run folder: its output above says why"; exit 1; }
 tar -cf "$out/records.tar" --exclude='*.pt' --exclude=.lock "$runs_out"
 unfinished=$(for d in "$runs_out"/runs/*/; do
   [ -f "$d/checkpoint.pt" ] && [ ! -f "$d/summary.json" ] && echo "$d"; done || true)
