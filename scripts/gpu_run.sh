@@ -97,16 +97,15 @@ log "study $study -> $runs_out: $jobs runs at a time for at most $minutes min"
 timeout --signal=INT "$((minutes * 60))" $python -m saol_core.study "$study" --out "$runs_out" --jobs "$jobs" \
   --no-table --set "train.device=$device" "train.compile=$compile" --hardware "$pattern" 2>&1 | grep -v "IPKernelApp" | tail -40 \
   | tee -a "$out/gpu_run.log" || true
-$python -m saol_core.study "$study" --out "$runs_out" --set "train.device=$device" "train.compile=$compile" \
-  --hardware "$pattern" --dry-run 2>/dev/null \
-  | grep '^\[' | cut -d']' -f1 | sort | uniq -c | tee -a "$out/gpu_run.log" || true
+plan=$($python -m saol_core.study "$study" --out "$runs_out" --set "train.device=$device" "train.compile=$compile" \
+  --hardware "$pattern" --dry-run 2>/dev/null || true)
+grep '^\[' <<<"$plan" | cut -d']' -f1 | sort | uniq -c | tee -a "$out/gpu_run.log" || true
 [ -d "$runs_out" ] || { log "the study made no run folder: its output above says why"; exit 1; }
 tar -cf "$out/records.tar" --exclude='*.pt' --exclude=.lock "$runs_out"
-unfinished=$(for d in "$runs_out"/runs/*/; do
-  [ -f "$d/checkpoint.pt" ] && [ ! -f "$d/summary.json" ] && echo "$d"; done || true)
+partial=$(sed -n "s|^\[partial\] |$runs_out/runs/|p" <<<"$plan")   # the runner's own status: a checkpoint to resume
 rm -f "$out"/checkpoints.tar.part*
-if [ -n "$unfinished" ]; then
-  find $unfinished -name '*.pt' -print0 | tar -cf - --null -T - | split -b 15M -d - "$out/checkpoints.tar.part"
+if [ -n "$partial" ]; then
+  find $partial -name '*.pt' -print0 | tar -cf - --null -T - | split -b 15M -d - "$out/checkpoints.tar.part"
 fi
 log "wrote $(cd "$out" && ls -sh records.tar checkpoints.tar.part* 2>/dev/null | tr '\n' ' ')"
 log "commit the records (never the .pt); before another call, unpack records.tar into the checkout (a call sends
